@@ -1,0 +1,1 @@
+"""Obtain MNIST and Fashion-MNIST in torchvision's raw layout inside this folder."""
