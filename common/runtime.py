@@ -1,0 +1,44 @@
+"""Device choice and seeding."""
+
+import random
+
+import numpy as np
+import torch
+
+from common.errors import ConfigError
+
+
+def select_device(name: str) -> torch.device:
+    """Resolve the DEVICE hyperparameter: "auto" picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f'invalid hyperparameter DEVICE={name!r}: expected "auto", "cpu", "cuda", "cuda:N" or "mps"') from None
+    if device.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available == 0:
+            raise ConfigError(f'invalid hyperparameter DEVICE={name!r}: CUDA is not available here; use DEVICE="auto" or "cpu"')
+        if device.index is not None and device.index >= available:
+            raise ConfigError(f"invalid hyperparameter DEVICE={name!r}: this machine has {available} CUDA device(s), numbered from 0")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f'invalid hyperparameter DEVICE={name!r}: Apple MPS is not available here; use DEVICE="auto" or "cpu"')
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f'invalid hyperparameter DEVICE={name!r}: expected "auto", "cpu", "cuda", "cuda:N" or "mps"')
+    return device
+
+
+def seed_everything(seed: int | None) -> int:
+    """Seed Python, numpy and torch; a `seed` of None draws a fresh one. Return the seed used."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return seed
