@@ -1,0 +1,89 @@
+"""Results folder contents: sample grids, loss plots, metrics.csv and progress.gif."""
+
+import csv
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # render to files only, so plots work with no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+from common.errors import UserError  # noqa: E402
+
+
+def prepare_results_folder(folder: Path) -> Path | None:
+    """Create an empty results folder and check it is writable; return where an earlier run's folder was moved.
+
+    An earlier run's results are never mixed with a new run's: a non-empty folder is renamed
+    aside to `<folder>_<time of its last change>` before the new run starts.
+    """
+    folder = Path(folder)
+    moved_to = None
+    if folder.is_dir() and any(folder.iterdir()):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(folder.stat().st_mtime))
+        moved_to = folder.with_name(f"{folder.name}_{stamp}")
+        suffix = 1
+        while moved_to.exists():
+            suffix += 1
+            moved_to = folder.with_name(f"{folder.name}_{stamp}_{suffix}")
+        try:
+            folder.rename(moved_to)
+        except OSError as error:
+            raise UserError(f"cannot move the earlier results {folder} aside: {error.strerror}; move or delete it by hand") from None
+
+    probe = folder / ".write_probe"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"0" * 65536)
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write to the results folder {folder}: {error.strerror}; "
+            "free some disk space or fix its permissions, then run again"
+        ) from None
+    return moved_to
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
+    """Save images in [-1, 1] as one grid PNG; the mapping to 0..255 is fixed and clamped, never per-image min-max."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.detach().float().cpu().add(1).div(2).clamp(0, 1), path, nrow=columns, padding=2)
+
+
+def append_metrics_row(path: Path, row: dict) -> None:
+    """Append one row to a CSV file, writing the header first when the file is new."""
+    is_new = not Path(path).exists()
+    with open(path, "a", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=list(row))
+        if is_new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def save_loss_plot(epoch_losses: dict[str, list[float]], iteration_losses: dict[str, list[float]], path: Path) -> None:
+    """Plot each loss's mean per epoch (left) and its value per iteration (right)."""
+    figure, (per_epoch, per_iteration) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, values in epoch_losses.items():
+        per_epoch.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    per_epoch.set(xlabel="epoch", ylabel="mean loss", title="loss per epoch")
+    for name, values in iteration_losses.items():
+        per_iteration.plot(range(1, len(values) + 1), values, linewidth=0.6, label=name)
+    per_iteration.set(xlabel="iteration", ylabel="loss", title="loss per iteration")
+    for axes in (per_epoch, per_iteration):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_progress_gif(frames: list[Path], path: Path, seconds_per_frame: float = 0.5) -> None:
+    """Join PNG grids, in order, into an animated GIF that loops forever."""
+    images = [Image.open(frame).convert("RGB") for frame in frames if Path(frame).exists()]
+    if not images:
+        return
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(seconds_per_frame * 1000), loop=0)
