@@ -1,4 +1,8 @@
-"""The command line shared by every model script: `python3 <Model>.py [NAME=VALUE ...]`."""
+"""The command line shared by every model script.
+
+    python3 <Model>.py [NAME=VALUE ...]                  train
+    python3 <Model>.py --generate N [--checkpoint PATH]  sample from a trained model instead
+"""
 
 import argparse
 import sys
@@ -10,17 +14,29 @@ from common.errors import ConfigError, UserError
 
 # A training function gets the validated values, the hyperparameters file they came from and the results folder.
 TrainFunction = Callable[[dict, Path, Path], None]
+# A sampling function gets the parsed command line, the validated values and the results folder.
+SampleFunction = Callable[[argparse.Namespace, dict, Path], None]
 
 
-def run_script(script_file: str, description: str, train: TrainFunction) -> None:
-    """Parse the command line of a model script and train; a user error ends it with one line and no traceback."""
+def run_script(script_file: str, description: str, train: TrainFunction, sample: SampleFunction | None = None, conditional: bool = False) -> None:
+    """Parse the command line of a model script, then train or sample.
+
+    A user error ends the script with one line on stderr and no traceback. `sample` runs instead
+    of `train` when --generate or --interpolate is given; `conditional` adds the --label option.
+    """
     script = Path(script_file).resolve()
     hyperparameters_file = script.parent / "hyperparameters.py"
     try:
-        arguments = build_parser(script.name, description, hyperparameters_file).parse_args()
+        parser = build_parser(script.name, description, hyperparameters_file, sampling=sample is not None, conditional=conditional)
+        arguments = parser.parse_args()
         hyperparameters, _ = load_hyperparameters(hyperparameters_file, arguments.overrides)
         results = script.parent / f"results_{hyperparameters['DATASET_NAME']}"
-        train(hyperparameters, hyperparameters_file, results)
+        if sample is not None and (arguments.generate is not None or arguments.interpolate):
+            sample(arguments, hyperparameters, results)
+        else:
+            if sample is not None:
+                reject_sampling_options(arguments)
+            train(hyperparameters, hyperparameters_file, results)
     except UserError as error:
         print(f"{script.name}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_status)
@@ -29,7 +45,25 @@ def run_script(script_file: str, description: str, train: TrainFunction) -> None
         sys.exit(130)
 
 
-def build_parser(program: str, description: str, hyperparameters_file: Path) -> argparse.ArgumentParser:
+def reject_sampling_options(arguments: argparse.Namespace) -> None:
+    """Stop when a sampling option is given without --generate or --interpolate, rather than silently training."""
+    for option in ("checkpoint", "seed", "label"):
+        if getattr(arguments, option, None) is not None:
+            raise ConfigError(f"--{option} applies only with --generate or --interpolate")
+
+
+def positive_int(text: str) -> int:
+    """Parse a command-line count that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {value}: expected a positive integer")
+    return value
+
+
+def build_parser(program: str, description: str, hyperparameters_file: Path, sampling: bool = False, conditional: bool = False) -> argparse.ArgumentParser:
     """Build the argument parser; its help lists every hyperparameter with its value and comment."""
     try:
         listing = describe_hyperparameters(read_hyperparameters(hyperparameters_file))
@@ -47,4 +81,12 @@ def build_parser(program: str, description: str, hyperparameters_file: Path) -> 
         metavar="NAME=VALUE",
         help="override a hyperparameter for this run; VALUE is read as a Python literal (a bare word is a string)",
     )
+    if sampling:
+        group = parser.add_argument_group("sampling from a trained model (no training, no dataset needed)")
+        group.add_argument("--generate", type=positive_int, metavar="N", help="write a grid and N single PNG images into results_<DATASET_NAME>/generated/")
+        group.add_argument("--interpolate", action="store_true", help="write a strip of images along a spherical path between two latent points")
+        group.add_argument("--checkpoint", type=Path, metavar="PATH", help="checkpoint to load (default: results_<DATASET_NAME>/checkpoint.pt)")
+        group.add_argument("--seed", type=int, metavar="S", help="seed of the latent samples, for repeatable output (default: a fresh one)")
+        if conditional:
+            group.add_argument("--label", metavar="K", help="class index or class name to generate (default: one row per class)")
     return parser
