@@ -8,9 +8,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.config import describe_hyperparameters, load_hyperparameters, read_hyperparameters
 from common.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from common.adversarial import GANModel
 
 # A training function gets the validated values, the hyperparameters file they came from and the results folder.
 TrainFunction = Callable[[dict, Path, Path], None]
@@ -90,3 +94,23 @@ def build_parser(program: str, description: str, hyperparameters_file: Path, sam
         if conditional:
             group.add_argument("--label", metavar="K", help="class index or class name to generate (default: one row per class)")
     return parser
+
+
+def run_gan_script(script_file: str, description: str, load_model: Callable[[], "GANModel"], conditional: bool = False) -> None:
+    """Run a GAN script: train by default, or sample from its checkpoint with --generate or --interpolate.
+
+    `load_model` returns the script's GANModel. It is called only once the command line is
+    valid, so that --help and hyperparameter errors return without loading torch.
+    """
+
+    def train(hyperparameters: dict, hyperparameters_file: Path, results: Path) -> None:
+        from common.adversarial import train_gan
+
+        train_gan(load_model(), hyperparameters, hyperparameters_file, results)
+
+    def sample(arguments: argparse.Namespace, hyperparameters: dict, results: Path) -> None:
+        from common.sampling import sample_gan
+
+        sample_gan(load_model(), arguments, hyperparameters, results)
+
+    run_script(script_file, description, train, sample, conditional)

@@ -49,18 +49,21 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Map an image (or a pack of images stacked on channels) to one raw score, a logit: no sigmoid.
+    """Map a batch of images to raw scores (logits, no sigmoid), one per pack of `packing` images.
 
-    Strided convolutions with LeakyReLU(0.2), and batch norm from the second layer on.
+    Strided convolutions with LeakyReLU(0.2), and batch norm from the second layer on. With
+    packing (PacGAN, Lin et al. 2018), groups of `packing` images enter as one input, their
+    channels stacked, so the network judges samples together and can spot a lack of variety.
     """
 
-    def __init__(self, input_channels: int, image_size: int, complexity: int):
+    def __init__(self, image_channels: int, image_size: int, complexity: int, packing: int = 1):
         super().__init__()
+        self.packing = packing
         stages = stage_count(image_size)
         widths = [complexity * 2 ** power for power in range(stages)]  # e.g. C, 2C, 4C at 32 px
 
-        # input_channels x image_size x image_size -> C x (image_size / 2) x (image_size / 2), no batch norm
-        layers = [nn.Conv2d(input_channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        # (packing x image_channels) x image_size x image_size -> C x (image_size / 2) x (image_size / 2), no batch norm
+        layers = [nn.Conv2d(image_channels * packing, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         # each block halves the size and doubles the width: -> widths[-1] x 4 x 4
         for width_in, width_out in zip(widths, widths[1:]):
             layers += [nn.Conv2d(width_in, width_out, 4, 2, 1, bias=False), nn.BatchNorm2d(width_out), nn.LeakyReLU(0.2, inplace=True)]
@@ -69,13 +72,13 @@ class Discriminator(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images).view(-1)
+        return self.layers(pack(images, self.packing)).view(-1)
 
 
 def pack(images: torch.Tensor, packing: int) -> torch.Tensor:
     """Stack groups of `packing` consecutive images on the channel axis (PacGAN, Lin et al. 2018).
 
-    A batch of N images of C channels becomes N // packing inputs of packing x C channels; the
+    A batch of N images of C channels becomes N // packing inputs of packing x C channels. The
     N % packing images left over are dropped, so any batch size and channel count works.
     """
     if packing == 1:
@@ -101,3 +104,13 @@ def initialise_weights(network: nn.Module, mean: float, std: float) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.normal_(module.weight, 1.0, std)
             nn.init.zeros_(module.bias)
+
+
+def build_networks(hyperparameters: dict, image_channels: int) -> tuple[Generator, Discriminator]:
+    """Create the DCGAN generator and discriminator for `image_channels`-channel images, initialised from N(WEIGHTS_MEAN, WEIGHTS_STD)."""
+    size, width = hyperparameters["IMAGE_SIZE"], hyperparameters["COMPLEXITY"]
+    generator = Generator(hyperparameters["LATENT_INPUT"], image_channels, size, width, hyperparameters["DROPOUT_PROB"])
+    discriminator = Discriminator(image_channels, size, width, hyperparameters["PACKING"])
+    for network in (generator, discriminator):
+        initialise_weights(network, hyperparameters["WEIGHTS_MEAN"], hyperparameters["WEIGHTS_STD"])
+    return generator, discriminator

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # render to files only, so plots work with no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 
@@ -52,6 +52,25 @@ def save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
     """Save images in [-1, 1] as one grid PNG; the mapping to 0..255 is fixed and clamped, never per-image min-max."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_image(images.detach().float().cpu().add(1).div(2).clamp(0, 1), path, nrow=columns, padding=2)
+
+
+def save_labelled_grid(images: torch.Tensor, path: Path, columns: int, row_names: list[str], padding: int = 2) -> None:
+    """Save images in [-1, 1] as a grid with `columns` images per row and each row's name written at its left."""
+    grid = make_grid(images.detach().float().cpu().add(1).div(2).clamp(0, 1), nrow=columns, padding=padding)
+    tiles = Image.fromarray(grid.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(tiles)
+    margin = max(int(draw.textlength(name, font=font)) for name in row_names) + 8
+
+    canvas = Image.new("RGB", (tiles.width + margin, tiles.height), "white")
+    canvas.paste(tiles, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    tile_size = images.shape[-2]
+    for row, name in enumerate(row_names):
+        centre = padding + row * (tile_size + padding) + tile_size // 2
+        draw.text((margin - 4, centre), name, fill="black", font=font, anchor="rm")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
 
 
 def append_metrics_row(path: Path, row: dict) -> None:

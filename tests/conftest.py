@@ -1,10 +1,14 @@
-"""Shared fixtures: the repository root, and real MNIST fetched once into data/."""
+"""Shared fixtures: the repository root, real MNIST and Fashion-MNIST, and a scratch copy of the model folders."""
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_FOLDERS = ("DCGAN", "LSGAN", "CGAN", "Autoencoder", "VAE")
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +18,32 @@ def mnist():
 
     ensure_dataset("MNIST")
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """Make sure real Fashion-MNIST is in data/FashionMNIST/raw, fetching it from Debian's package when missing."""
+    from data.fetch import DATA_ROOT, ensure_dataset
+
+    ensure_dataset("FASHIONMNIST")
+    return DATA_ROOT
+
+
+@pytest.fixture
+def repository(tmp_path, mnist):
+    """A copy of the model folders beside links to common/ and data/, so runs never touch the real results folders."""
+    root = tmp_path / "repository"
+    root.mkdir()
+    for folder in MODEL_FOLDERS:
+        if (REPO_ROOT / folder).is_dir():
+            shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("results_*", "__pycache__"))
+    (root / "common").symlink_to(REPO_ROOT / "common")
+    (root / "data").symlink_to(mnist)
+    return root
+
+
+def run_script(script: Path, *arguments: str, expect_status: int = 0) -> subprocess.CompletedProcess:
+    """Run a model script in its own folder, as a user would, and check its exit status."""
+    result = subprocess.run([sys.executable, script.name, *arguments], cwd=script.parent, capture_output=True, text=True, timeout=600)
+    assert result.returncode == expect_status, result.stderr[-3000:]
+    return result

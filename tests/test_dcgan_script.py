@@ -1,7 +1,6 @@
 """DCGAN.py run for real, as a subprocess, on a slice of real MNIST."""
 
 import csv
-import shutil
 import subprocess
 import sys
 
@@ -11,20 +10,8 @@ import torch
 from PIL import Image
 
 from common.networks import Discriminator, Generator
-from conftest import REPO_ROOT
 
 QUICK_RUN = ["NB_EPOCH=2", "MAX_TRAIN_IMAGES=640", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu"]
-
-
-@pytest.fixture
-def repository(tmp_path, mnist):
-    """A copy of the DCGAN folder beside links to common/ and data/, so runs never touch the real results folder."""
-    root = tmp_path / "repository"
-    root.mkdir()
-    shutil.copytree(REPO_ROOT / "DCGAN", root / "DCGAN", ignore=shutil.ignore_patterns("results_*", "__pycache__"))
-    (root / "common").symlink_to(REPO_ROOT / "common")
-    (root / "data").symlink_to(mnist)
-    return root
 
 
 def run(arguments, cwd):

@@ -14,7 +14,7 @@ from DCGAN.models import score_loss
 @pytest.mark.parametrize("channels", [1, 3])
 def test_output_shapes(image_size, channels):
     generator = Generator(latent_size=16, image_channels=channels, image_size=image_size, complexity=8)
-    discriminator = Discriminator(input_channels=channels, image_size=image_size, complexity=8)
+    discriminator = Discriminator(image_channels=channels, image_size=image_size, complexity=8)
     images = generator(torch.randn(5, 16))
     assert images.shape == (5, channels, image_size, image_size)
     assert images.min() >= -1
@@ -71,9 +71,9 @@ def test_pack_batch_smaller_than_pack():
 
 
 def test_packed_discriminator_scores_each_pack():
-    discriminator = Discriminator(input_channels=1 * 3, image_size=32, complexity=8)
-    images = torch.randn(7, 1, 32, 32)
-    assert discriminator(pack(images, 3)).shape == (2,)
+    discriminator = Discriminator(image_channels=1, image_size=32, complexity=8, packing=3)
+    assert discriminator.layers[0].in_channels == 3
+    assert discriminator(torch.randn(7, 1, 32, 32)).shape == (2,)
 
 
 def test_initialisation_sets_mean_and_std():

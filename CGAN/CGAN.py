@@ -1,0 +1,23 @@
+"""Train a conditional GAN (Mirza & Osindero 2014) on small images, or sample from a trained one.
+
+Usage: python3 CGAN.py [NAME=VALUE ...], from this folder or from the repository root.
+Results land in results_<DATASET_NAME>/ beside this script; --help lists the options.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `common` and `data`
+
+from common.cli import run_gan_script  # noqa: E402
+
+
+def load_model():
+    from common.adversarial import GANModel
+    from models import build_networks, score_loss
+
+    return GANModel("CGAN", build_networks, score_loss, conditional=True)
+
+
+if __name__ == "__main__":
+    run_gan_script(__file__, "Train a conditional GAN (Mirza & Osindero 2014) on small images.", load_model, conditional=True)

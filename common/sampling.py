@@ -1,0 +1,140 @@
+"""Sampling from a trained GAN's checkpoint, without the dataset: --generate N and --interpolate."""
+
+import argparse
+import math
+import random
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from common.checkpoints import load_checkpoint
+from common.errors import UserError
+from common.outputs import save_grid, save_labelled_grid
+from common.runtime import select_device
+
+INTERPOLATION_STEPS = 10  # images in an --interpolate strip, both end points included
+# Hyperparameters that shape the networks: a command-line value that differs from the checkpoint's is an error.
+ARCHITECTURE_NAMES = ("IMAGE_SIZE", "IMAGE_CHANNELS", "LATENT_INPUT", "COMPLEXITY", "PACKING", "NUMBER_LABELS")
+
+
+def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, results: Path) -> None:
+    """Load the generator of `model` from its checkpoint and write the requested samples into results/generated/."""
+    path = Path(arguments.checkpoint) if arguments.checkpoint else results / "checkpoint.pt"
+    checkpoint = load_model_checkpoint(path, model.name)
+    check_requested_sizes(path, checkpoint["hyperparameters"], arguments.overrides, hyperparameters)
+
+    device = select_device(hyperparameters["DEVICE"])
+    generator, _ = model.build_networks(checkpoint["hyperparameters"], checkpoint["image_channels"])
+    try:
+        generator.load_state_dict(checkpoint["generator"])
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit the {model.name} generator its hyperparameters describe: {str(error).splitlines()[0]}") from None
+    generator.to(device).eval()
+
+    seed = arguments.seed if arguments.seed is not None else random.SystemRandom().randrange(2**31)
+    latent_random = torch.Generator().manual_seed(seed)  # drawn on the CPU, so a seed gives the same images on any device
+    class_names = checkpoint["class_names"]
+    labels = select_labels(arguments, class_names) if model.conditional else None
+    output = results / "generated"
+    output.mkdir(parents=True, exist_ok=True)
+
+    def generate(latent: torch.Tensor, batch_labels: torch.Tensor | None) -> torch.Tensor:
+        latent = latent.to(device)
+        with torch.no_grad():
+            images = generator(latent) if batch_labels is None else generator(latent, batch_labels.to(device))
+        return images.cpu()
+
+    latent_size = checkpoint["hyperparameters"]["LATENT_INPUT"]
+    if arguments.generate is not None:
+        count = arguments.generate
+        latent = torch.randn(count, latent_size, generator=latent_random)
+        write_samples(generate, latent, labels, class_names, output)
+        files = count * (1 if labels is None else len(labels))
+        print(f"wrote grid.png and {files} single images into {output} (seed {seed})")
+    if arguments.interpolate:
+        start, end = torch.randn(2, latent_size, generator=latent_random)
+        path_points = torch.stack([slerp(start, end, step / (INTERPOLATION_STEPS - 1)) for step in range(INTERPOLATION_STEPS)])
+        write_interpolation(generate, path_points, labels, class_names, output / "interpolation.png")
+        print(f"wrote {output / 'interpolation.png'} (seed {seed})")
+
+
+def load_model_checkpoint(path: Path, model_name: str) -> dict:
+    """Load a checkpoint and check that `model_name` wrote it."""
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}: train the model first, or pass --checkpoint PATH")
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - torch.load raises many types for a damaged or foreign file
+        raise UserError(f"cannot load checkpoint {path}: {str(error).splitlines()[0]}") from None
+    written_by = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if written_by != model_name:
+        raise UserError(f"{path} is a {written_by or 'foreign'} checkpoint, not a {model_name} one; pass a {model_name} checkpoint with --checkpoint")
+    return checkpoint
+
+
+def check_requested_sizes(path: Path, trained: dict, overrides: list[str], hyperparameters: dict) -> None:
+    """Stop when a network size given on the command line differs from the size the checkpoint was trained with."""
+    for argument in overrides:
+        name = argument.partition("=")[0].strip()
+        if name in ARCHITECTURE_NAMES and name in trained and hyperparameters[name] != trained[name]:
+            raise UserError(
+                f"{path} was trained with {name}={trained[name]!r}, not the requested {name}={hyperparameters[name]!r}; "
+                f"drop {name} from the command line or pass a matching checkpoint"
+            )
+
+
+def select_labels(arguments: argparse.Namespace, class_names: list[str]) -> torch.Tensor:
+    """Return the classes to generate: the one --label names (an index or a class name), else every class."""
+    if arguments.label is None:
+        return torch.arange(len(class_names))
+    text = arguments.label.strip()
+    if text.isdigit() and int(text) < len(class_names):
+        return torch.tensor([int(text)])
+    for index, name in enumerate(class_names):
+        short_name = name.split(" - ")[-1]  # torchvision's MNIST classes read "0 - zero"
+        if text.lower() in (name.lower(), short_name.lower()):
+            return torch.tensor([index])
+    raise UserError(f"invalid --label {text!r}: expected a class index from 0 to {len(class_names) - 1} or one of: {', '.join(class_names)}")
+
+
+def write_samples(generate, latent: torch.Tensor, labels: torch.Tensor | None, class_names: list[str], output: Path) -> None:
+    """Write grid.png and one PNG per sample. A conditional model gets one grid row per class, sharing the latent vectors."""
+    for stale in [*output.glob("sample_*.png"), *output.glob("class_*.png")]:  # files of an earlier --generate
+        stale.unlink()
+    count = len(latent)
+    if labels is None:
+        images = generate(latent, None)
+        save_grid(images, output / "grid.png", columns=math.ceil(math.sqrt(count)))
+        for index, image in enumerate(images, start=1):
+            save_image(image.add(1).div(2).clamp(0, 1), output / f"sample_{index:03d}.png")
+        return
+
+    images = generate(latent.repeat(len(labels), 1), labels.repeat_interleave(count))  # row r: class labels[r]
+    save_labelled_grid(images, output / "grid.png", count, [class_names[label] for label in labels.tolist()])
+    for position, image in enumerate(images):
+        label = labels[position // count].item()
+        save_image(image.add(1).div(2).clamp(0, 1), output / f"class_{label}_{position % count + 1:03d}.png")
+
+
+def write_interpolation(generate, path_points: torch.Tensor, labels: torch.Tensor | None, class_names: list[str], destination: Path) -> None:
+    """Write a strip of images along `path_points`; a conditional model gets one strip per class."""
+    steps = len(path_points)
+    if labels is None:
+        save_grid(generate(path_points, None), destination, columns=steps)
+        return
+    images = generate(path_points.repeat(len(labels), 1), labels.repeat_interleave(steps))
+    save_labelled_grid(images, destination, steps, [class_names[label] for label in labels.tolist()])
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Interpolate spherically between two latent vectors (White 2016, "Sampling Generative Networks").
+
+    Gaussian latent vectors concentrate near a sphere, so following the arc keeps the points at
+    a typical norm, where a straight line would pass through the unlikely region near the origin.
+    """
+    cosine = torch.dot(start / start.norm(), end / end.norm()).clamp(-1.0, 1.0)
+    angle = torch.arccos(cosine)
+    if angle.abs() < 1e-6:  # parallel vectors: the arc is a line
+        return torch.lerp(start, end, fraction)
+    return (torch.sin((1 - fraction) * angle) * start + torch.sin(fraction * angle) * end) / torch.sin(angle)
