@@ -17,7 +17,15 @@ from common.checkpoints import save_atomically
 from common.config import write_hyperparameters
 from common.data import LABELLED_DATASETS, BatchLoader, ImageSet, load_images
 from common.errors import ConfigError, UserError
-from common.outputs import append_metrics_row, prepare_results_folder, save_grid, save_labelled_grid, save_loss_plot, save_progress_gif
+from common.outputs import (
+    append_metrics_row,
+    prepare_results_folder,
+    reporting_write_errors,
+    save_grid,
+    save_labelled_grid,
+    save_loss_plot,
+    save_progress_gif,
+)
 from common.runtime import seed_everything, select_device
 
 # A score loss compares the discriminator's raw scores with per-sample targets and returns a scalar.
@@ -180,7 +188,7 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
         )
     loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, seed)
     if loader.batch_size // hyperparameters["PACKING"] < 2:
-        raise UserError(
+        raise ConfigError(
             f"the training set has {len(train_set.images)} images, too few for PACKING={hyperparameters['PACKING']}: "
             "batch norm needs at least 2 packs per batch; lower PACKING or add images"
         )
@@ -191,7 +199,9 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     moved_to = prepare_results_folder(results)
     if moved_to:
         print(f"moved the results of an earlier run to {moved_to}")
-    write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
+    hyperparameters = {**hyperparameters, "SEED": seed}  # a drawn seed is saved, so the run can be repeated
+    with reporting_write_errors(results):
+        write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
     print(f"{model.name}: {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {device}, seed {seed}, results in {results}")
 
     grid = SampleGrid.draw(trainer, hyperparameters["NB_IMAGE_TO_GENERATE"], train_set.class_names)
@@ -205,9 +215,11 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
         for index, name in enumerate(LOSS_NAMES):
             history["iteration"][name] += epoch_losses[:, index].tolist()
             history["epoch"][name].append(epoch_losses[:, index].mean().item())
-        grid.save(trainer, results / f"gen_epoch_{epoch}.png")
-        save_grid(first_batch[: grid.columns**2], results / "real" / f"epoch_{epoch}.png", grid.columns)
-        save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
+        with reporting_write_errors(results):
+            grid.save(trainer, results / f"gen_epoch_{epoch}.png")
+            save_grid(first_batch[: grid.columns**2], results / "real" / f"epoch_{epoch}.png", grid.columns)
+            save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
+            log_epoch(results, epoch, epochs, {name: history["epoch"][name][-1] for name in LOSS_NAMES}, seconds, len(loader) * loader.batch_size)
         save_atomically({
             "model": model.name,
             "epoch": epoch,
@@ -218,11 +230,11 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
             "history": history,
             "hyperparameters": hyperparameters,
         }, results / "checkpoint.pt")
-        log_epoch(results, epoch, epochs, {name: history["epoch"][name][-1] for name in LOSS_NAMES}, seconds, len(loader) * loader.batch_size)
 
-    torch.save(trainer.generator.state_dict(), results / "generator_end.pt")
-    torch.save(trainer.discriminator.state_dict(), results / "discriminator_end.pt")
-    save_progress_gif([results / f"gen_epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
+    with reporting_write_errors(results):
+        torch.save(trainer.generator.state_dict(), results / "generator_end.pt")
+        torch.save(trainer.discriminator.state_dict(), results / "discriminator_end.pt")
+        save_progress_gif([results / f"gen_epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
     print(f"done: samples, plots and networks are in {results}")
 
 

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import torch
 
+from common.errors import UserError
+
 
 def save_atomically(content: dict, path: Path) -> None:
     """Write `content` with torch.save to a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     The rename is atomic on POSIX file systems, so `path` always contains either the old or the new
-    checkpoint, never a partial one.
+    checkpoint, never a partial one. A failed write (a full disk, say) raises a UserError.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -20,6 +22,10 @@ def save_atomically(content: dict, path: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}; free some disk space, then run again (an earlier {path.name} is kept)") from None
+    except RuntimeError as error:  # torch.save reports a short write as a RuntimeError
+        raise UserError(f"cannot write {path}: {str(error).splitlines()[0]}; check the free disk space (an earlier {path.name} is kept)") from None
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -5,6 +5,7 @@
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
     """
     script = Path(script_file).resolve()
     hyperparameters_file = script.parent / "hyperparameters.py"
+    sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file as they happen, not at exit
+    results = None
     try:
         parser = build_parser(script.name, description, hyperparameters_file, sampling=sample is not None, conditional=conditional)
         arguments = parser.parse_args()
@@ -45,8 +48,15 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
         print(f"{script.name}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_status)
     except KeyboardInterrupt:
-        print(f"\n{script.name}: interrupted; the checkpoint of the last finished epoch is kept", file=sys.stderr)
+        checkpoint = results / "checkpoint.pt" if results else None
+        if checkpoint and checkpoint.exists():
+            print(f"\n{script.name}: interrupted; {checkpoint} keeps the last finished epoch", file=sys.stderr)
+        else:
+            print(f"\n{script.name}: interrupted before an epoch finished, so no checkpoint was written", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into a reader that stopped early, as in `--help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit raises nothing more
+        sys.exit(1)
 
 
 def reject_sampling_options(arguments: argparse.Namespace) -> None:

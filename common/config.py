@@ -72,7 +72,10 @@ def _trailing_comments(source: str) -> dict[int, str]:
 
 
 def parse_overrides(arguments: list[str], known: dict[str, Hyperparameter]) -> dict[str, object]:
-    """Turn NAME=VALUE arguments into values; a VALUE that is no Python literal stays a string."""
+    """Turn NAME=VALUE arguments into values; a VALUE that is no Python literal stays a string.
+
+    A name given twice takes its last value, as with repeated command-line options.
+    """
     overrides = {}
     for argument in arguments:
         name, separator, text = argument.partition("=")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 from data.fetch import DATA_ROOT, FetchError, ensure_dataset
 
 CACHE_FORMAT = 1  # bump when the prepared tensors change, so old caches are rebuilt
@@ -31,7 +31,7 @@ class ImageSet:
 def load_images(name: str, image_size: int, channels: int | None, train: bool = True, root: Path = DATA_ROOT) -> ImageSet:
     """Return the training (or test) split of dataset `name` at `image_size` px and `channels` channels."""
     if name not in LABELLED_DATASETS:
-        raise UserError(f"DATASET_NAME={name!r} is not supported yet; use MNIST or FASHIONMNIST")
+        raise ConfigError(f"invalid hyperparameter DATASET_NAME={name!r}: image folders are not readable yet; use MNIST or FASHIONMNIST")
     channels = channels or NATIVE_CHANNELS[name]
     split = "train" if train else "test"
     cache_path = Path(root) / "cache" / f"{name}_{split}_{image_size}px_{channels}ch.pt"

@@ -2,12 +2,14 @@
 
 import csv
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # render to files only, so plots work with no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
@@ -22,6 +24,8 @@ def prepare_results_folder(folder: Path) -> Path | None:
     aside to `<folder>_<time of its last change>` before the new run starts.
     """
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists() or folder.exists() and not folder.is_dir():
+        raise UserError(f"the results folder {folder} is a file or a broken link, not a folder; move or delete it, then run again")
     moved_to = None
     if folder.is_dir() and any(folder.iterdir()):
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(folder.stat().st_mtime))
@@ -41,11 +45,22 @@ def prepare_results_folder(folder: Path) -> Path | None:
         probe.write_bytes(b"0" * 65536)
         probe.unlink()
     except OSError as error:
+        with suppress(OSError):  # a partly written probe on a full disk
+            probe.unlink(missing_ok=True)
         raise UserError(
             f"cannot write to the results folder {folder}: {error.strerror}; "
             "free some disk space or fix its permissions, then run again"
         ) from None
     return moved_to
+
+
+@contextmanager
+def reporting_write_errors(folder: Path):
+    """Turn an OSError raised while writing results (a full disk, a removed folder) into one-line UserError."""
+    try:
+        yield
+    except OSError as error:
+        raise UserError(f"cannot write the results into {folder}: {error.strerror}; free some disk space, then run again") from None
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
@@ -89,6 +104,7 @@ def save_loss_plot(epoch_losses: dict[str, list[float]], iteration_losses: dict[
     for name, values in epoch_losses.items():
         per_epoch.plot(range(1, len(values) + 1), values, marker="o", label=name)
     per_epoch.set(xlabel="epoch", ylabel="mean loss", title="loss per epoch")
+    per_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     for name, values in iteration_losses.items():
         per_iteration.plot(range(1, len(values) + 1), values, linewidth=0.6, label=name)
     per_iteration.set(xlabel="iteration", ylabel="loss", title="loss per iteration")

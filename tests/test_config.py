@@ -70,6 +70,10 @@ def test_unknown_name_suggests_closest():
     assert "did you mean NB_EPOCH?" in str(raised.value)
 
 
+def test_repeated_name_last_wins():
+    assert parse_overrides(["NB_EPOCH=1", "NB_EPOCH=2"], read_hyperparameters(DCGAN_FILE)) == {"NB_EPOCH": 2}
+
+
 def test_argument_without_equals_rejected():
     with pytest.raises(ConfigError, match="expected NAME=VALUE"):
         parse_overrides(["NB_EPOCH"], read_hyperparameters(DCGAN_FILE))

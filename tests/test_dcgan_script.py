@@ -1,6 +1,7 @@
 """DCGAN.py run for real, as a subprocess, on a slice of real MNIST."""
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -64,11 +65,13 @@ def test_two_epochs_write_every_output(repository):
 @pytest.mark.slow
 def test_root_run_same_folder_and_moves_old(repository):
     run(["DCGAN.py", *QUICK_RUN, "NB_EPOCH=1"], cwd=repository / "DCGAN")
-    run(["DCGAN/DCGAN.py", *QUICK_RUN, "NB_EPOCH=1", "PACKING=3", "MINIBATCH_SIZE=50"], cwd=repository)
+    run(["DCGAN/DCGAN.py", *QUICK_RUN, "NB_EPOCH=1", "PACKING=3", "MINIBATCH_SIZE=50", "SEED=None"], cwd=repository)
 
     results = repository / "DCGAN" / "results_MNIST"
     assert (results / "gen_epoch_1.png").exists()
-    assert "PACKING = 3" in (results / "hyperparameters.py").read_text()
+    saved = (results / "hyperparameters.py").read_text()
+    assert "PACKING = 3" in saved
+    assert re.search(r"^SEED = \d+  #", saved, re.MULTILINE), "the drawn seed is not saved"
     assert not (repository / "results_MNIST").exists()
 
     earlier = [path for path in (repository / "DCGAN").iterdir() if path.name.startswith("results_MNIST_")]

@@ -1,5 +1,7 @@
 """Results folder handling, grids, plots, metrics and checkpoints."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,31 @@ def test_unwritable_results_folder_reported(tmp_path):
     with pytest.raises(UserError) as raised:
         prepare_results_folder(blocker / "results_MNIST")
     assert f"cannot write to the results folder {blocker / 'results_MNIST'}" in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["file", "broken link"])
+def test_results_path_taken_by_file(tmp_path, kind):
+    results = tmp_path / "results_MNIST"
+    if kind == "file":
+        results.write_text("not a folder")
+    else:
+        results.symlink_to(tmp_path / "missing")
+    with pytest.raises(UserError) as raised:
+        prepare_results_folder(results)
+    assert f"the results folder {results} is a file or a broken link, not a folder; move or delete it" in str(raised.value)
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_atomically({"epoch": 1}, path)
+    temporary = tmp_path / f".checkpoint.pt.{os.getpid()}.tmp"
+    temporary.symlink_to("/dev/full")  # every write through this name fails with ENOSPC, as on a full disk
+    with pytest.raises(UserError) as raised:
+        save_atomically({"epoch": 2, "weights": torch.zeros(1000)}, path)
+    assert f"cannot write {path}" in str(raised.value)
+    assert "an earlier checkpoint.pt is kept" in str(raised.value)
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert not temporary.exists()
 
 
 def test_metrics_rows_appended_with_header(tmp_path):
