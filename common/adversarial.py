@@ -27,6 +27,7 @@ from common.outputs import (
     save_progress_gif,
 )
 from common.runtime import seed_everything, select_device
+from common.training import check_finite_losses
 
 # A score loss compares the discriminator's raw scores with per-sample targets and returns a scalar.
 ScoreLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -289,14 +290,4 @@ def train_epoch(trainer: AdversarialTrainer, loader: BatchLoader, epoch: int, ep
 
 def check_finite(losses: torch.Tensor, model_name: str, epoch: int, first_iteration: int, results: Path) -> None:
     """Stop the run with one line when a loss in `losses` (iterations x 2) is NaN or infinite."""
-    bad = (~torch.isfinite(losses)).nonzero()
-    if len(bad) == 0:
-        return
-    row, column = bad[0].tolist()
-    checkpoint = results / "checkpoint.pt"
-    checkpoint_note = f"the last good checkpoint is {checkpoint}" if checkpoint.exists() else "no checkpoint was saved yet"
-    value = losses[row, column].item()
-    raise UserError(
-        f"{model_name}: the {LOSS_NAMES[column]} loss became {value} at epoch {epoch}, iteration {first_iteration + row}; "
-        f"{checkpoint_note}. Try a lower LEARNING_RATE"
-    )
+    check_finite_losses(losses, [f"{name} loss" for name in LOSS_NAMES], model_name, epoch, first_iteration, results)

@@ -130,6 +130,7 @@ RULES = {
     "IMAGE_SIZE": (lambda value: _is_int(value) and value in (32, 64), "32 or 64"),
     "IMAGE_CHANNELS": (lambda value: value is None or (_is_int(value) and value in (1, 3)), "1, 3 or None"),
     "MAX_TRAIN_IMAGES": (lambda value: value is None or _positive_int(value), "None or a positive integer"),
+    "MAX_TEST_IMAGES": (lambda value: value is None or _positive_int(value), "None or a positive integer"),
     "NB_EPOCH": POSITIVE_INT,
     "COMPLEXITY": POSITIVE_INT,
     "MINIBATCH_SIZE": (lambda value: _is_int(value) and value >= 2, "an integer of at least 2"),

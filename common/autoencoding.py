@@ -1,0 +1,384 @@
+"""Training and sampling shared by the autoencoder and the VAE: one loop, with each model's loss inside the model.
+
+A model plugged in here is an nn.Module with
+- `code_size`, and `encoder` and `decoder` submodules, saved separately;
+- `encode(images)`: the deterministic code of each image (the VAE's posterior mean);
+- `decode(codes)`: images in [0, 1];
+- `losses(images)`: a dict of losses averaged over the batch. The loop minimises the "loss"
+  entry, and records, plots and writes every entry to metrics.csv for both data splits.
+
+Both models see pixels in [0, 1], because their decoders end in a sigmoid and the VAE's Bernoulli
+likelihood is defined only there: `to_unit_range` converts the loader's [-1, 1] batches, and
+`save_unit_grid` converts back for the shared grid writer.
+"""
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import MultivariateNormal
+from torchvision.transforms.functional import to_pil_image
+from tqdm import tqdm
+
+from common.checkpoints import load_checkpoint, save_atomically
+from common.config import write_hyperparameters
+from common.data import BatchLoader, ImageSet, load_images, to_signed_float
+from common.errors import ConfigError, UserError
+from common.networks import initialise_weights
+from common.outputs import append_metrics_row, prepare_results_folder, save_grid, save_loss_plot, save_progress_gif
+from common.runtime import seed_everything, select_device
+from common.training import check_finite_losses
+
+# A model builder gets the hyperparameters and the image channel count and returns an untrained model.
+ModelBuilder = Callable[[dict, int], nn.Module]
+
+MAX_FITTING_IMAGES = 10_000  # training images whose codes the autoencoder's Gaussian is fitted on
+EVALUATION_BATCH_SIZE = 500  # images per forward pass when evaluating; only memory depends on it
+INTERPOLATION_STEPS = 10  # decoded images along each latent path, both end points included
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Map images from [-1, 1], as BatchLoader yields them, to [0, 1]."""
+    return images.add(1).div_(2)
+
+
+def unit_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Convert a uint8 batch to floats in [0, 1] on `device`."""
+    return to_unit_range(to_signed_float(images.to(device)))
+
+
+def save_unit_grid(images: torch.Tensor, path: Path, columns: int) -> None:
+    """Save images in [0, 1] as one grid PNG, with the fixed, clamped mapping of save_grid."""
+    save_grid(images * 2 - 1, path, columns)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Run the block in evaluation mode (batch norm running statistics) without gradients, then return to training mode."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train()
+
+
+class CodeDistribution:
+    """A Gaussian N(mean, covariance) over codes, from which codes are drawn as mean + L @ noise.
+
+    L is the Cholesky factor of the covariance and the noise is standard normal, so one fixed
+    noise batch gives samples that stay comparable while the fitted Gaussian changes between epochs.
+    """
+
+    def __init__(self, mean: torch.Tensor, covariance: torch.Tensor):
+        self.mean = mean.float()
+        self.covariance = covariance.float()
+        # The factorisation runs in float64 and fails with ValueError when the covariance is not positive definite.
+        self.scale_tril = MultivariateNormal(mean.double(), covariance.double()).scale_tril.float()
+
+    @classmethod
+    def standard(cls, code_size: int) -> "CodeDistribution":
+        """Return N(0, I), the VAE's prior."""
+        return cls(torch.zeros(code_size), torch.eye(code_size))
+
+    @classmethod
+    def fit(cls, codes: torch.Tensor) -> "CodeDistribution":
+        """Fit the mean and covariance of `codes` (count x code_size).
+
+        A jitter of 1e-4 times the mean variance (at least 1e-6) on the diagonal keeps the
+        covariance positive definite when some code dimensions are constant or linearly
+        dependent, or when there are fewer codes than dimensions.
+        """
+        codes = codes.double()
+        covariance = torch.cov(codes.T).reshape(codes.shape[1], codes.shape[1])
+        jitter = 1e-6 + 1e-4 * covariance.diagonal().mean().item()
+        return cls(codes.mean(0), covariance + jitter * torch.eye(codes.shape[1], dtype=codes.dtype))
+
+    def codes_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """Map standard normal noise (count x code_size) to codes drawn from this Gaussian."""
+        return self.mean.to(noise.device) + noise @ self.scale_tril.to(noise.device).T
+
+
+def spherical_path(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    """Return `steps` points from `start` to `end` along a great circle, scaling the norm linearly.
+
+    High-dimensional standard normal samples lie near a sphere, so a straight line between two of
+    them passes through codes of unusually small norm. This path stays near the sphere.
+    """
+    fractions = torch.linspace(0, 1, steps).unsqueeze(1)
+    start_norm, end_norm = start.norm(), end.norm()
+    cosine = torch.dot(start / start_norm, end / end_norm).clamp(-1, 1)
+    angle = torch.arccos(cosine)
+    if angle < 1e-4:  # nearly parallel: the straight line is the same path
+        return start + fractions * (end - start)
+    directions = (torch.sin((1 - fractions) * angle) * start / start_norm + torch.sin(fractions * angle) * end / end_norm) / torch.sin(angle)
+    return directions * (start_norm + fractions * (end_norm - start_norm))
+
+
+def load_datasets(hyperparameters: dict) -> tuple[ImageSet, ImageSet]:
+    """Load the first MAX_TRAIN_IMAGES training images and the first MAX_TEST_IMAGES held-out test images."""
+    name, size, channels = hyperparameters["DATASET_NAME"], hyperparameters["IMAGE_SIZE"], hyperparameters["IMAGE_CHANNELS"]
+    train_set = first_images(load_images(name, size, channels, train=True), hyperparameters["MAX_TRAIN_IMAGES"])
+    test_set = first_images(load_images(name, size, channels, train=False), hyperparameters["MAX_TEST_IMAGES"])
+    return train_set, test_set
+
+
+def first_images(image_set: ImageSet, limit: int | None) -> ImageSet:
+    """Return the first `limit` images of `image_set`, or all of them when `limit` is None."""
+    if limit is None:
+        return image_set
+    return ImageSet(image_set.images[:limit], image_set.labels[:limit], image_set.class_names)
+
+
+def train_autoencoder(model_name: str, build_model: ModelBuilder, hyperparameters: dict, hyperparameters_file: Path, results: Path, fit_code_distribution: bool) -> None:
+    """Train an autoencoding model for NB_EPOCH epochs, writing grids, plots, metrics and checkpoints into `results`.
+
+    With `fit_code_distribution`, generated images decode codes drawn from a Gaussian fitted to
+    the training codes at each epoch's end, because a plain autoencoder's codes follow no set
+    prior. Without it they decode codes drawn from N(0, I), the VAE's prior.
+    """
+    device = select_device(hyperparameters["DEVICE"])
+    seed = seed_everything(hyperparameters["SEED"])
+    train_set, test_set = load_datasets(hyperparameters)
+    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, seed)
+    image_channels = train_set.images.shape[1]
+    model = build_model(hyperparameters, image_channels)
+    initialise_weights(model, hyperparameters["WEIGHTS_MEAN"], hyperparameters["WEIGHTS_STD"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=hyperparameters["LEARNING_RATE"])
+
+    moved_to = prepare_results_folder(results)
+    if moved_to:
+        print(f"moved the results of an earlier run to {moved_to}")
+    write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
+    print(
+        f"{model_name}: {len(train_set.images)} training and {len(test_set.images)} test {hyperparameters['DATASET_NAME']} images "
+        f"on {device}, seed {seed}, results in {results}"
+    )
+
+    columns = hyperparameters["NB_IMAGE_TO_GENERATE"]
+    test_batch = unit_images(test_set.images[: columns**2], device)  # the same held-out images in every epoch's grids
+    fixed_noise = torch.randn(columns**2, model.code_size, device=device)  # the same generator input in every epoch's grid
+    distribution = CodeDistribution.standard(model.code_size)
+    history = {"epoch": {}, "iteration": {}}
+    epochs = hyperparameters["NB_EPOCH"]
+
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        iteration_losses = train_epoch(model, optimizer, loader, epoch, epochs, model_name, results)
+        seconds = time.perf_counter() - started
+        test_losses, test_mse = evaluate(model, test_set.images, device)
+        if fit_code_distribution:
+            distribution = fit_distribution(model, train_set.images[:MAX_FITTING_IMAGES], device)
+
+        record_history(history, iteration_losses, test_losses)
+        save_epoch_grids(model, test_batch, distribution, fixed_noise, results, epoch, columns)
+        save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
+        images_per_second = len(loader) * loader.batch_size / seconds
+        append_metrics_row(results / "metrics.csv", metrics_row(epoch, history, test_mse, seconds, images_per_second))
+        save_atomically({
+            "model": model_name,
+            "epoch": epoch,
+            "encoder": model.encoder.state_dict(),
+            "decoder": model.decoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "image_channels": image_channels,
+            "fixed_noise": fixed_noise.cpu(),  # standard normal; the generated grid decodes code_mean + L @ noise
+            "code_mean": distribution.mean,
+            "code_covariance": distribution.covariance,
+            "history": history,
+            "hyperparameters": hyperparameters,
+        }, results / "checkpoint.pt")
+        tqdm.write(
+            f"epoch {epoch}/{epochs}: training loss {history['epoch']['train loss'][-1]:.4f}, test loss {test_losses['loss']:.4f}, "
+            f"test PSNR {psnr(test_mse):.2f} dB, {seconds:.1f} s, {images_per_second:.0f} images/s"
+        )
+
+    torch.save(model.encoder.state_dict(), results / "encoder_end.pt")
+    torch.save(model.decoder.state_dict(), results / "decoder_end.pt")
+    save_progress_gif([results / "saved_generated" / f"epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
+    save_test_interpolations(model, test_batch, results / "interpolation.png", rows=min(columns, len(test_batch) // 2))
+    print(f"done: grids, plots and networks are in {results}")
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, epoch: int, epochs: int, model_name: str, results: Path) -> dict[str, torch.Tensor]:
+    """Train one epoch with a progress bar; return each loss's value per iteration."""
+    rows = []
+    names = []
+    started = time.perf_counter()
+    # disable=None hides the bar when stderr is no terminal (a log file, CI), leaving the one line per epoch.
+    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    for iteration, (images, _labels) in enumerate(progress, start=1):
+        losses = model.losses(to_unit_range(images))
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+
+        names = list(losses)
+        rows.append(torch.stack([value.detach() for value in losses.values()]))
+        if iteration % 20 == 0 or iteration == len(loader):
+            recent = torch.stack(rows[-20:])
+            check_finite_losses(recent, [f"training {name}" for name in names], model_name, epoch, iteration - len(recent) + 1, results)
+            rate = iteration * loader.batch_size / (time.perf_counter() - started)
+            progress.set_postfix_str(f"loss {recent[:, 0].mean().item():.4f}  {rate:.0f} img/s")
+    values = torch.stack(rows).cpu()
+    return {name: values[:, index] for index, name in enumerate(names)}
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, device: torch.device) -> tuple[dict[str, float], float]:
+    """Return the mean of each loss over the uint8 `images`, and the mean squared error per pixel of their reconstructions.
+
+    The reconstruction of an image decodes its deterministic code (the VAE's posterior mean), as the decoded grids show.
+    """
+    totals = {}
+    squared_error = 0.0
+    with evaluating(model):
+        for chunk in images.split(EVALUATION_BATCH_SIZE):
+            batch = unit_images(chunk, device)
+            for name, value in model.losses(batch).items():
+                totals[name] = totals.get(name, 0.0) + value.item() * len(batch)
+            squared_error += F.mse_loss(model.decode(model.encode(batch)), batch, reduction="sum").item()
+    return {name: total / len(images) for name, total in totals.items()}, squared_error / images.numel()
+
+
+def psnr(mse: float) -> float:
+    """Return the peak signal-to-noise ratio in dB of a mean squared error on the [0, 1] scale (peak 1)."""
+    return 10 * math.log10(1 / mse) if mse > 0 else math.inf
+
+
+def fit_distribution(model: nn.Module, images: torch.Tensor, device: torch.device) -> CodeDistribution:
+    """Fit a Gaussian to the codes of the uint8 `images`."""
+    with evaluating(model):
+        codes = torch.cat([model.encode(unit_images(chunk, device)).cpu() for chunk in images.split(EVALUATION_BATCH_SIZE)])
+    try:
+        return CodeDistribution.fit(codes)
+    except ValueError:
+        raise UserError("the covariance of the training codes is not positive definite even with jitter; try a lower LEARNING_RATE") from None
+
+
+def record_history(history: dict, iteration_losses: dict[str, torch.Tensor], test_losses: dict[str, float]) -> None:
+    """Append one epoch's training losses (per iteration and their mean) and test losses to `history`."""
+    for name, values in iteration_losses.items():
+        history["iteration"].setdefault(name, []).extend(values.tolist())
+        history["epoch"].setdefault(f"train {name}", []).append(values.mean().item())
+        history["epoch"].setdefault(f"test {name}", []).append(test_losses[name])
+
+
+def metrics_row(epoch: int, history: dict, test_mse: float, seconds: float, images_per_second: float) -> dict:
+    """Return one metrics.csv row: each training and test loss of `epoch`, the test MSE and PSNR, and the speed."""
+    row = {"epoch": epoch}
+    for name, values in history["epoch"].items():
+        row[name.replace(" ", "_").lower()] = f"{values[-1]:.6f}"
+    row["test_mse"] = f"{test_mse:.6f}"
+    row["test_psnr"] = f"{psnr(test_mse):.3f}"
+    row["seconds"] = f"{seconds:.2f}"
+    row["images_per_second"] = f"{images_per_second:.1f}"
+    return row
+
+
+def save_epoch_grids(model: nn.Module, test_batch: torch.Tensor, distribution: CodeDistribution, fixed_noise: torch.Tensor, results: Path, epoch: int, columns: int) -> None:
+    """Save the fixed test images, their reconstructions and the images decoded from the fixed noise."""
+    with evaluating(model):
+        reconstructions = model.decode(model.encode(test_batch))
+        generated = model.decode(distribution.codes_from_noise(fixed_noise))
+    save_unit_grid(test_batch, results / "encoded" / f"epoch_{epoch}.png", columns)
+    save_unit_grid(reconstructions, results / "decoded" / f"epoch_{epoch}.png", columns)
+    save_unit_grid(generated, results / "saved_generated" / f"epoch_{epoch}.png", columns)
+
+
+def save_test_interpolations(model: nn.Module, test_batch: torch.Tensor, path: Path, rows: int) -> None:
+    """Save one row per pair of test images: the first image, decodes along the straight line between their codes, the second image."""
+    if rows < 1:
+        return
+    firsts, seconds = test_batch[0 : 2 * rows : 2], test_batch[1 : 2 * rows : 2]
+    fractions = torch.linspace(0, 1, INTERPOLATION_STEPS, device=test_batch.device).view(1, -1, 1)
+    with evaluating(model):
+        start, end = model.encode(firsts).unsqueeze(1), model.encode(seconds).unsqueeze(1)
+        codes = start + fractions * (end - start)  # rows x steps x code_size
+        decoded = model.decode(codes.flatten(0, 1)).unflatten(0, (rows, INTERPOLATION_STEPS))
+    grid = torch.cat([firsts.unsqueeze(1), decoded, seconds.unsqueeze(1)], dim=1)
+    save_unit_grid(grid.flatten(0, 1), path, INTERPOLATION_STEPS + 2)
+
+
+def save_single_images(images: torch.Tensor, folder: Path) -> None:
+    """Save each image in [0, 1] as its own PNG at the model's image size, grayscale or RGB as trained."""
+    digits = len(str(len(images)))
+    for index, image in enumerate(images.cpu(), start=1):
+        pixels = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        to_pil_image(pixels).save(folder / f"image_{index:0{digits}d}.png")
+
+
+def load_trained_model(path: Path, model_name: str, build_model: ModelBuilder, hyperparameters: dict) -> tuple[nn.Module, CodeDistribution]:
+    """Rebuild a trained model and its code distribution from a checkpoint, on the CPU in evaluation mode.
+
+    Raise a UserError when the file is missing, unreadable or of another model, and a
+    ConfigError when IMAGE_SIZE or IMAGE_CHANNELS differ from those the model was trained with.
+    """
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}: train the model first, or pass --checkpoint PATH")
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - torch.load raises many types, each with a message of many lines
+        raise UserError(f"invalid checkpoint {path}: torch.load failed with {type(error).__name__}; pass the checkpoint.pt of a training run") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise UserError(f"{path} is not a checkpoint written by this project's training scripts")
+    if checkpoint["model"] != model_name:
+        raise UserError(f"{path} is a checkpoint of {checkpoint['model']}, not of {model_name}; pass --checkpoint with a checkpoint written by {model_name}.py")
+
+    trained = checkpoint["hyperparameters"]
+    if hyperparameters["IMAGE_SIZE"] != trained["IMAGE_SIZE"]:
+        raise ConfigError(
+            f"{path} contains a model of {trained['IMAGE_SIZE']} px images but IMAGE_SIZE={hyperparameters['IMAGE_SIZE']}; "
+            f"run with IMAGE_SIZE={trained['IMAGE_SIZE']} or pass a checkpoint trained at {hyperparameters['IMAGE_SIZE']} px"
+        )
+    channels = checkpoint["image_channels"]
+    if hyperparameters["IMAGE_CHANNELS"] not in (None, channels):
+        raise ConfigError(
+            f"{path} contains a model of {channels}-channel images but IMAGE_CHANNELS={hyperparameters['IMAGE_CHANNELS']}; "
+            f"run with IMAGE_CHANNELS={channels} or IMAGE_CHANNELS=None"
+        )
+
+    model = build_model(trained, channels)
+    model.encoder.load_state_dict(checkpoint["encoder"])
+    model.decoder.load_state_dict(checkpoint["decoder"])
+    model.eval()
+    return model, CodeDistribution(checkpoint["code_mean"], checkpoint["code_covariance"])
+
+
+def sample_autoencoder(model_name: str, build_model: ModelBuilder, arguments, hyperparameters: dict, results: Path) -> None:
+    """Write --generate N images and an --interpolate strip from a checkpoint into results/generated/, on the CPU.
+
+    Codes come from the checkpoint's code distribution: N(0, I) for the VAE, the fitted Gaussian
+    for the autoencoder. No dataset is read.
+    """
+    path = arguments.checkpoint or results / "checkpoint.pt"
+    model, distribution = load_trained_model(Path(path), model_name, build_model, hyperparameters)
+    seed = arguments.seed if arguments.seed is not None else random.SystemRandom().randrange(2**31)
+    generator = torch.Generator().manual_seed(seed)
+    folder = results / "generated"
+    moved_to = prepare_results_folder(folder)
+    if moved_to:
+        print(f"moved the earlier samples to {moved_to}")
+
+    if arguments.generate is not None:
+        count = arguments.generate
+        noise = torch.randn(count, model.code_size, generator=generator)
+        with evaluating(model):
+            images = model.decode(distribution.codes_from_noise(noise))
+        save_unit_grid(images, folder / "grid.png", math.ceil(math.sqrt(count)))
+        save_single_images(images, folder)
+        print(f"wrote grid.png and {count} single images into {folder}")
+
+    if arguments.interpolate:
+        start, end = torch.randn(2, model.code_size, generator=generator)
+        with evaluating(model):
+            images = model.decode(distribution.codes_from_noise(spherical_path(start, end, INTERPOLATION_STEPS)))
+        save_unit_grid(images, folder / "interpolation.png", INTERPOLATION_STEPS)
+        print(f"wrote interpolation.png into {folder}")
+    print(f"seed {seed}: pass --seed {seed} to repeat these samples")
