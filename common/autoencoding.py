@@ -26,13 +26,14 @@ from torch.distributions import MultivariateNormal
 from torchvision.transforms.functional import to_pil_image
 from tqdm import tqdm
 
-from common.checkpoints import load_checkpoint, save_atomically
+from common.checkpoints import save_atomically
 from common.config import write_hyperparameters
 from common.data import BatchLoader, ImageSet, load_images, to_signed_float
-from common.errors import ConfigError, UserError
+from common.errors import UserError
 from common.networks import initialise_weights
 from common.outputs import append_metrics_row, prepare_results_folder, save_grid, save_loss_plot, save_progress_gif
 from common.runtime import seed_everything, select_device
+from common.sampling import check_requested_sizes, load_model_checkpoint, prepare_generated_folder, spherical_path
 from common.training import check_finite_losses
 
 # A model builder gets the hyperparameters and the image channel count and returns an untrained model.
@@ -103,22 +104,6 @@ class CodeDistribution:
     def codes_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
         """Map standard normal noise (count x code_size) to codes drawn from this Gaussian."""
         return self.mean.to(noise.device) + noise @ self.scale_tril.to(noise.device).T
-
-
-def spherical_path(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
-    """Return `steps` points from `start` to `end` along a great circle, scaling the norm linearly.
-
-    High-dimensional standard normal samples lie near a sphere, so a straight line between two of
-    them passes through codes of unusually small norm. This path stays near the sphere.
-    """
-    fractions = torch.linspace(0, 1, steps).unsqueeze(1)
-    start_norm, end_norm = start.norm(), end.norm()
-    cosine = torch.dot(start / start_norm, end / end_norm).clamp(-1, 1)
-    angle = torch.arccos(cosine)
-    if angle < 1e-4:  # nearly parallel: the straight line is the same path
-        return start + fractions * (end - start)
-    directions = (torch.sin((1 - fractions) * angle) * start / start_norm + torch.sin(fractions * angle) * end / end_norm) / torch.sin(angle)
-    return directions * (start_norm + fractions * (end_norm - start_norm))
 
 
 def load_datasets(hyperparameters: dict) -> tuple[ImageSet, ImageSet]:
@@ -308,47 +293,26 @@ def save_test_interpolations(model: nn.Module, test_batch: torch.Tensor, path: P
 
 def save_single_images(images: torch.Tensor, folder: Path) -> None:
     """Save each image in [0, 1] as its own PNG at the model's image size, grayscale or RGB as trained."""
-    digits = len(str(len(images)))
     for index, image in enumerate(images.cpu(), start=1):
         pixels = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-        to_pil_image(pixels).save(folder / f"image_{index:0{digits}d}.png")
+        to_pil_image(pixels).save(folder / f"sample_{index:03d}.png")
 
 
-def load_trained_model(path: Path, model_name: str, build_model: ModelBuilder, hyperparameters: dict) -> tuple[nn.Module, CodeDistribution]:
+def load_trained_model(path: Path, model_name: str, build_model: ModelBuilder) -> tuple[nn.Module, CodeDistribution, dict]:
     """Rebuild a trained model and its code distribution from a checkpoint, on the CPU in evaluation mode.
 
-    Raise a UserError when the file is missing, unreadable or of another model, and a
-    ConfigError when IMAGE_SIZE or IMAGE_CHANNELS differ from those the model was trained with.
+    Return the model, the code distribution and the checkpoint. Raise a UserError when the file
+    is missing, unreadable or of another model.
     """
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}: train the model first, or pass --checkpoint PATH")
+    checkpoint = load_model_checkpoint(path, model_name)
+    model = build_model(checkpoint["hyperparameters"], checkpoint["image_channels"])
     try:
-        checkpoint = load_checkpoint(path)
-    except Exception as error:  # noqa: BLE001 - torch.load raises many types, each with a message of many lines
-        raise UserError(f"invalid checkpoint {path}: torch.load failed with {type(error).__name__}; pass the checkpoint.pt of a training run") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise UserError(f"{path} is not a checkpoint written by this project's training scripts")
-    if checkpoint["model"] != model_name:
-        raise UserError(f"{path} is a checkpoint of {checkpoint['model']}, not of {model_name}; pass --checkpoint with a checkpoint written by {model_name}.py")
-
-    trained = checkpoint["hyperparameters"]
-    if hyperparameters["IMAGE_SIZE"] != trained["IMAGE_SIZE"]:
-        raise ConfigError(
-            f"{path} contains a model of {trained['IMAGE_SIZE']} px images but IMAGE_SIZE={hyperparameters['IMAGE_SIZE']}; "
-            f"run with IMAGE_SIZE={trained['IMAGE_SIZE']} or pass a checkpoint trained at {hyperparameters['IMAGE_SIZE']} px"
-        )
-    channels = checkpoint["image_channels"]
-    if hyperparameters["IMAGE_CHANNELS"] not in (None, channels):
-        raise ConfigError(
-            f"{path} contains a model of {channels}-channel images but IMAGE_CHANNELS={hyperparameters['IMAGE_CHANNELS']}; "
-            f"run with IMAGE_CHANNELS={channels} or IMAGE_CHANNELS=None"
-        )
-
-    model = build_model(trained, channels)
-    model.encoder.load_state_dict(checkpoint["encoder"])
-    model.decoder.load_state_dict(checkpoint["decoder"])
+        model.encoder.load_state_dict(checkpoint["encoder"])
+        model.decoder.load_state_dict(checkpoint["decoder"])
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit the {model_name} its hyperparameters describe: {str(error).splitlines()[0]}") from None
     model.eval()
-    return model, CodeDistribution(checkpoint["code_mean"], checkpoint["code_covariance"])
+    return model, CodeDistribution(checkpoint["code_mean"], checkpoint["code_covariance"]), checkpoint
 
 
 def sample_autoencoder(model_name: str, build_model: ModelBuilder, arguments, hyperparameters: dict, results: Path) -> None:
@@ -357,14 +321,12 @@ def sample_autoencoder(model_name: str, build_model: ModelBuilder, arguments, hy
     Codes come from the checkpoint's code distribution: N(0, I) for the VAE, the fitted Gaussian
     for the autoencoder. No dataset is read.
     """
-    path = arguments.checkpoint or results / "checkpoint.pt"
-    model, distribution = load_trained_model(Path(path), model_name, build_model, hyperparameters)
+    path = Path(arguments.checkpoint or results / "checkpoint.pt")
+    model, distribution, checkpoint = load_trained_model(path, model_name, build_model)
+    check_requested_sizes(path, checkpoint["hyperparameters"], arguments.overrides, hyperparameters)
     seed = arguments.seed if arguments.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator().manual_seed(seed)
-    folder = results / "generated"
-    moved_to = prepare_results_folder(folder)
-    if moved_to:
-        print(f"moved the earlier samples to {moved_to}")
+    folder = prepare_generated_folder(results)
 
     if arguments.generate is not None:
         count = arguments.generate

@@ -1,4 +1,8 @@
-"""Sampling from a trained GAN's checkpoint, without the dataset: --generate N and --interpolate."""
+"""Sampling from a trained model's checkpoint, without the dataset: --generate N and --interpolate.
+
+The checkpoint checks, the interpolation path and the output folder are shared by all five
+models. The GAN sampler lives here; the autoencoders' is in common/autoencoding.py.
+"""
 
 import argparse
 import math
@@ -9,13 +13,13 @@ import torch
 from torchvision.utils import save_image
 
 from common.checkpoints import load_checkpoint
-from common.errors import UserError
-from common.outputs import save_grid, save_labelled_grid
+from common.errors import ConfigError, UserError
+from common.outputs import prepare_results_folder, save_grid, save_labelled_grid
 from common.runtime import select_device
 
 INTERPOLATION_STEPS = 10  # images in an --interpolate strip, both end points included
 # Hyperparameters that shape the networks: a command-line value that differs from the checkpoint's is an error.
-ARCHITECTURE_NAMES = ("IMAGE_SIZE", "IMAGE_CHANNELS", "LATENT_INPUT", "COMPLEXITY", "PACKING", "NUMBER_LABELS")
+ARCHITECTURE_NAMES = ("IMAGE_SIZE", "IMAGE_CHANNELS", "LATENT_INPUT", "CODE_SIZE", "COMPLEXITY", "PACKING", "NUMBER_LABELS")
 
 
 def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, results: Path) -> None:
@@ -36,8 +40,7 @@ def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, resu
     latent_random = torch.Generator().manual_seed(seed)  # drawn on the CPU, so a seed gives the same images on any device
     class_names = checkpoint["class_names"]
     labels = select_labels(arguments, class_names) if model.conditional else None
-    output = results / "generated"
-    output.mkdir(parents=True, exist_ok=True)
+    output = prepare_generated_folder(results)
 
     def generate(latent: torch.Tensor, batch_labels: torch.Tensor | None) -> torch.Tensor:
         latent = latent.to(device)
@@ -54,7 +57,7 @@ def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, resu
         print(f"wrote grid.png and {files} single images into {output} (seed {seed})")
     if arguments.interpolate:
         start, end = torch.randn(2, latent_size, generator=latent_random)
-        path_points = torch.stack([slerp(start, end, step / (INTERPOLATION_STEPS - 1)) for step in range(INTERPOLATION_STEPS)])
+        path_points = spherical_path(start, end, INTERPOLATION_STEPS)
         write_interpolation(generate, path_points, labels, class_names, output / "interpolation.png")
         print(f"wrote {output / 'interpolation.png'} (seed {seed})")
 
@@ -69,7 +72,8 @@ def load_model_checkpoint(path: Path, model_name: str) -> dict:
         raise UserError(f"cannot load checkpoint {path}: {str(error).splitlines()[0]}") from None
     written_by = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if written_by != model_name:
-        raise UserError(f"{path} is a {written_by or 'foreign'} checkpoint, not a {model_name} one; pass a {model_name} checkpoint with --checkpoint")
+        source = f"{written_by}.py" if written_by else "another program"
+        raise UserError(f"{path} was written by {source}, not {model_name}.py; pass a {model_name} checkpoint with --checkpoint")
     return checkpoint
 
 
@@ -78,7 +82,7 @@ def check_requested_sizes(path: Path, trained: dict, overrides: list[str], hyper
     for argument in overrides:
         name = argument.partition("=")[0].strip()
         if name in ARCHITECTURE_NAMES and name in trained and hyperparameters[name] != trained[name]:
-            raise UserError(
+            raise ConfigError(
                 f"{path} was trained with {name}={trained[name]!r}, not the requested {name}={hyperparameters[name]!r}; "
                 f"drop {name} from the command line or pass a matching checkpoint"
             )
@@ -100,8 +104,6 @@ def select_labels(arguments: argparse.Namespace, class_names: list[str]) -> torc
 
 def write_samples(generate, latent: torch.Tensor, labels: torch.Tensor | None, class_names: list[str], output: Path) -> None:
     """Write grid.png and one PNG per sample. A conditional model gets one grid row per class, sharing the latent vectors."""
-    for stale in [*output.glob("sample_*.png"), *output.glob("class_*.png")]:  # files of an earlier --generate
-        stale.unlink()
     count = len(latent)
     if labels is None:
         images = generate(latent, None)
@@ -127,14 +129,27 @@ def write_interpolation(generate, path_points: torch.Tensor, labels: torch.Tenso
     save_labelled_grid(images, destination, steps, [class_names[label] for label in labels.tolist()])
 
 
-def slerp(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Interpolate spherically between two latent vectors (White 2016, "Sampling Generative Networks").
+def spherical_path(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    """Return `steps` points from `start` to `end` along a great circle, scaling the norm linearly.
 
-    Gaussian latent vectors concentrate near a sphere, so following the arc keeps the points at
-    a typical norm, where a straight line would pass through the unlikely region near the origin.
+    Spherical interpolation (White 2016, "Sampling Generative Networks"): high-dimensional
+    standard normal samples lie near a sphere, so a straight line between two of them passes
+    through codes of unusually small norm. This path stays near the sphere.
     """
-    cosine = torch.dot(start / start.norm(), end / end.norm()).clamp(-1.0, 1.0)
+    fractions = torch.linspace(0, 1, steps).unsqueeze(1)
+    start_norm, end_norm = start.norm(), end.norm()
+    cosine = torch.dot(start / start_norm, end / end_norm).clamp(-1, 1)
     angle = torch.arccos(cosine)
-    if angle.abs() < 1e-6:  # parallel vectors: the arc is a line
-        return torch.lerp(start, end, fraction)
-    return (torch.sin((1 - fraction) * angle) * start + torch.sin(fraction * angle) * end) / torch.sin(angle)
+    if angle < 1e-4:  # nearly parallel: the straight line is the same path
+        return start + fractions * (end - start)
+    directions = (torch.sin((1 - fractions) * angle) * start / start_norm + torch.sin(fractions * angle) * end / end_norm) / torch.sin(angle)
+    return directions * (start_norm + fractions * (end_norm - start_norm))
+
+
+def prepare_generated_folder(results: Path) -> Path:
+    """Create an empty results/generated/ folder, renaming the samples of an earlier call aside as results folders are."""
+    folder = results / "generated"
+    moved_to = prepare_results_folder(folder)
+    if moved_to:
+        print(f"moved the earlier samples to {moved_to}")
+    return folder

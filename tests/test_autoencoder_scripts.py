@@ -134,8 +134,8 @@ def test_generate_from_checkpoint_repeatable(trained, name):
     result = run([f"{name}.py", "--generate", "5", "--seed", "7"], cwd=folder)
     assert "pass --seed 7 to repeat" in result.stdout
     generated = folder / "results_MNIST" / "generated"
-    assert sorted(path.name for path in generated.iterdir()) == ["grid.png", *(f"image_{index}.png" for index in range(1, 6))]
-    single = Image.open(generated / "image_1.png")
+    assert sorted(path.name for path in generated.iterdir()) == ["grid.png", *(f"sample_{index:03d}.png" for index in range(1, 6))]
+    single = Image.open(generated / "sample_001.png")
     assert single.size == (32, 32)
     assert single.mode == "L"
     assert_not_constant(generated / "grid.png")
@@ -143,7 +143,7 @@ def test_generate_from_checkpoint_repeatable(trained, name):
     run([f"{name}.py", "--generate", "5", "--seed", "7"], cwd=folder)
     earlier = [path for path in (folder / "results_MNIST").iterdir() if path.name.startswith("generated_")]
     assert len(earlier) == 1
-    for image in ("grid.png", "image_5.png"):
+    for image in ("grid.png", "sample_005.png"):
         assert (generated / image).read_bytes() == (earlier[0] / image).read_bytes()
 
 
@@ -159,14 +159,14 @@ def test_vae_interpolates(trained):
 def test_checkpoint_of_other_model_rejected(trained):
     other = trained / "Autoencoder" / "results_MNIST" / "checkpoint.pt"
     result = run(["VAE.py", "--generate", "2", "--checkpoint", str(other)], cwd=trained / "VAE", expected_status=1)
-    assert result.stderr == f"VAE.py: error: {other} is a checkpoint of Autoencoder, not of VAE; pass --checkpoint with a checkpoint written by VAE.py\n"
+    assert result.stderr == f"VAE.py: error: {other} was written by Autoencoder.py, not VAE.py; pass a VAE checkpoint with --checkpoint\n"
 
 
 @pytest.mark.slow
 def test_checkpoint_of_other_size_rejected(trained):
     result = run(["Autoencoder.py", "--generate", "2", "IMAGE_SIZE=64"], cwd=trained / "Autoencoder", expected_status=2)
     assert result.stderr.count("\n") == 1
-    assert "contains a model of 32 px images but IMAGE_SIZE=64" in result.stderr
+    assert "was trained with IMAGE_SIZE=32, not the requested IMAGE_SIZE=64" in result.stderr
 
 
 @pytest.mark.slow

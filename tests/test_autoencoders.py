@@ -7,8 +7,9 @@ import torch
 from torch.distributions import Normal, kl_divergence as torch_kl_divergence
 
 from Autoencoder.models import Autoencoder, reconstruction_loss
-from common.autoencoding import CodeDistribution, load_trained_model, spherical_path, to_unit_range, train_autoencoder
+from common.autoencoding import CodeDistribution, load_trained_model, to_unit_range, train_autoencoder
 from common.checkpoints import load_checkpoint
+from common.sampling import spherical_path
 from common.coders import Decoder, Encoder
 from common.config import load_hyperparameters
 from common.data import load_images, to_signed_float
@@ -209,5 +210,5 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, mnist):
     assert (results / "decoded" / "epoch_1.png").exists()
     assert not (results / "decoded" / "epoch_2.png").exists()
 
-    model, _ = load_trained_model(results / "checkpoint.pt", "VAE", build_model, hyperparameters)
+    model, _, _ = load_trained_model(results / "checkpoint.pt", "VAE", build_model)
     assert torch.isfinite(model.decode(torch.zeros(1, 16))).all()

@@ -10,7 +10,7 @@ from CGAN.models import build_networks as build_conditional_networks
 from CGAN.models import score_loss as bce_loss
 from common.adversarial import AdversarialTrainer, GANModel
 from common.data import BatchLoader, ImageSet
-from common.sampling import slerp
+from common.sampling import spherical_path
 from conftest import run_script
 from LSGAN.models import score_loss as least_squares_loss
 
@@ -88,13 +88,12 @@ def test_conditioning_controls_brightness():
     assert bright - dark > 0.5, (dark, bright)
 
 
-def test_slerp_ends_and_norm():
-    start, end = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
-    assert torch.allclose(slerp(start, end, 0.0), start)
-    assert torch.allclose(slerp(start, end, 1.0), end)
-    middle = slerp(start, end, 0.5)
+def test_spherical_path_stays_off_centre():
+    start, end = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    middle = spherical_path(start, end, 3)[1]
+    assert middle.norm().item() == pytest.approx(1.0)
     assert middle.norm().item() > torch.lerp(start, end, 0.5).norm().item()
-    assert torch.allclose(slerp(start, start, 0.3), start)
+    assert torch.allclose(spherical_path(start, start, 4), start.expand(4, 2))
 
 
 def pixels(path):
@@ -119,6 +118,9 @@ def test_generate_from_trained_checkpoint(repository, model):
     run_script(script, "--generate", "2", "--seed", "7")
     assert len(list(generated.glob("sample_*.png"))) == 2
     assert np.array_equal(pixels(generated / "sample_001.png"), first)
+    earlier = [path for path in generated.parent.iterdir() if path.name.startswith("generated_")]
+    assert len(earlier) == 1
+    assert len(list(earlier[0].glob("sample_*.png"))) == 5
 
     run_script(script, "--interpolate", "--seed", "3")
     strip = Image.open(generated / "interpolation.png")
@@ -158,9 +160,9 @@ def test_sampling_errors_are_one_line(repository):
     run_script(dcgan, *QUICK_RUN)
     checkpoint = repository / "DCGAN" / "results_MNIST" / "checkpoint.pt"
     foreign = run_script(lsgan, "--generate", "4", "--checkpoint", str(checkpoint), expect_status=1)
-    assert "is a DCGAN checkpoint, not a LSGAN one" in foreign.stderr
+    assert "was written by DCGAN.py, not LSGAN.py; pass a LSGAN checkpoint with --checkpoint" in foreign.stderr
 
-    resized = run_script(dcgan, "--generate", "4", "IMAGE_SIZE=64", expect_status=1)
+    resized = run_script(dcgan, "--generate", "4", "IMAGE_SIZE=64", expect_status=2)
     assert "was trained with IMAGE_SIZE=32, not the requested IMAGE_SIZE=64" in resized.stderr
 
     damaged = repository / "damaged.pt"
