@@ -92,7 +92,7 @@ def list_image_files(folder: Path) -> list[Path]:
 def scan_folder(folder: Path, hint: str) -> FolderListing:
     """List a folder's images and classes, or raise UserError naming the folder, the accepted types and `hint`."""
     if not folder.exists():
-        raise UserError(f"image folder {folder} not found: {hint}")
+        raise UserError(f"image folder {folder} not found: expected a folder of {accepted_types()} files; {hint}")
     if not folder.is_dir():
         raise UserError(f"{folder} is a file, not a folder of images: {hint}")
     try:

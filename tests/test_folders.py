@@ -265,6 +265,14 @@ def palette_with_transparent_index():
     return image
 
 
+def rgb_with_colour_key():
+    """Return an RGB image whose black right half is transparent through a PNG colour key."""
+    image = solid(RED, (20, 20))
+    image.paste(BLACK, (10, 0, 20, 20))
+    image.info["transparency"] = BLACK
+    return image
+
+
 def la_half_transparent():
     image = Image.new("LA", (20, 20), (0, 0))
     image.paste((50, 255), (0, 0, 10, 20))
@@ -279,6 +287,7 @@ MODE_CASES = [
     ("P transparent", palette_with_transparent_index(), "palette_alpha.png", RED, GREEN),
     ("P opaque", Image.new("RGB", (20, 20), BLUE).quantize(4), "palette.png", BLUE, BLUE),
     ("RGB", solid(RED, (20, 20)), "rgb.png", RED, RED),
+    ("RGB colour key", rgb_with_colour_key(), "rgb_key.png", RED, GREEN),
     ("RGBA", rgba_half_transparent(), "rgba.png", RED, GREEN),
     ("CMYK", Image.new("CMYK", (20, 20), (255, 0, 0, 0)), "cmyk.jpg", (0, 255, 255), (0, 255, 255)),
 ]
@@ -465,8 +474,11 @@ def test_held_out_names_fixed_across_runs(tmp_path):
 
 
 def test_missing_folder_is_one_line(tmp_path):
-    with pytest.raises(UserError, match=f"image folder {tmp_path / 'nowhere'} not found"):
+    with pytest.raises(UserError) as raised:
         load(tmp_path / "nowhere", tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"image folder {tmp_path / 'nowhere'} not found: expected a folder of .jpg, .jpeg, .png")
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("content", ["empty", "no images", "empty class folders"])
@@ -500,6 +512,7 @@ def test_paintings_missing_names_folder_and_types(tmp_path):
         load_images("PAINTINGS", 32, None, root=tmp_path)
     message = str(raised.value)
     assert str(tmp_path / "PAINTINGS") in message
+    assert ".png" in message
     assert "README.md" in message
     (tmp_path / "PAINTINGS").mkdir()
     with pytest.raises(UserError, match=r"no image files in .*PAINTINGS: expected files ending in \.jpg"):
