@@ -1,10 +1,13 @@
 """CGAN hyperparameters: edit the values here, or override one per run with NAME=VALUE."""
 
 # data
-DATASET_NAME = "FASHIONMNIST"  # MNIST or FASHIONMNIST: the conditional GAN needs labelled images
-NUMBER_LABELS = 10  # number of classes; must match the dataset (10 for MNIST and Fashion-MNIST)
+DATASET_NAME = "FASHIONMNIST"  # MNIST, FASHIONMNIST, or PAINTINGS, POKEMON or FOLDER with one subfolder per class (at least 2)
+DATASET_PATH = None  # folder of your images for DATASET_NAME="FOLDER" (flat, or one subfolder per class), relative to the working directory unless absolute
+RESIZE_POLICY = "auto"  # non-square images: "crop" keeps the centre square, "pad" adds BACKGROUND_COLOR borders; "auto" pads POKEMON and crops PAINTINGS and FOLDER
+BACKGROUND_COLOR = "white"  # colour under transparent pixels and of padding: a name, "#rrggbb" or an (R, G, B) tuple
+NUMBER_LABELS = 10  # number of classes; must match the dataset (10 for MNIST and Fashion-MNIST, the class subfolders of a folder)
 IMAGE_SIZE = 32  # side of the square training images, in pixels: 32 or 64
-IMAGE_CHANNELS = None  # 1 (grayscale) or 3 (RGB); None keeps the dataset's own channel count
+IMAGE_CHANNELS = None  # 1 (grayscale) or 3 (RGB); None keeps the dataset's own count: 1 for MNIST and Fashion-MNIST, 3 for image folders
 MAX_TRAIN_IMAGES = None  # None trains on the whole training set; an integer keeps only the first N images
 
 # networks

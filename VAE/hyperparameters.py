@@ -1,7 +1,10 @@
 """VAE hyperparameters: edit the values here, or override one per run with NAME=VALUE."""
 
 # data
-DATASET_NAME = "MNIST"  # MNIST, FASHIONMNIST, PAINTINGS or POKEMON
+DATASET_NAME = "MNIST"  # MNIST, FASHIONMNIST, PAINTINGS, POKEMON, or FOLDER for your own images in DATASET_PATH
+DATASET_PATH = None  # folder of your images for DATASET_NAME="FOLDER" (flat, or one subfolder per class), relative to the working directory unless absolute
+RESIZE_POLICY = "auto"  # non-square images: "crop" keeps the centre square, "pad" adds BACKGROUND_COLOR borders; "auto" pads POKEMON and crops PAINTINGS and FOLDER
+BACKGROUND_COLOR = "white"  # colour under transparent pixels and of padding: a name, "#rrggbb" or an (R, G, B) tuple
 IMAGE_SIZE = 32  # side of the square training images, in pixels: 32 or 64
 IMAGE_CHANNELS = None  # 1 (grayscale) or 3 (RGB); None keeps the dataset's own channel count
 MAX_TRAIN_IMAGES = None  # None trains on the whole training set; an integer keeps only the first N images

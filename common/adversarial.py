@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from common.checkpoints import save_atomically
 from common.config import write_hyperparameters
-from common.data import LABELLED_DATASETS, BatchLoader, ImageSet, load_images
+from common.data import BatchLoader, ImageSet, load_dataset
 from common.errors import ConfigError, UserError
 from common.outputs import (
     append_metrics_row,
@@ -176,12 +176,13 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     """Train a GAN for NB_EPOCH epochs, writing grids, plots, metrics and checkpoints into `results`."""
     device = select_device(hyperparameters["DEVICE"])
     seed = seed_everything(hyperparameters["SEED"])
-    if model.conditional and hyperparameters["DATASET_NAME"] not in LABELLED_DATASETS:
+    train_set = load_training_set(hyperparameters)
+    if model.conditional and len(train_set.class_names) < 2:
         raise ConfigError(
             f"invalid hyperparameter DATASET_NAME={hyperparameters['DATASET_NAME']!r}: {model.name} needs a labelled dataset, "
-            f"one of {', '.join(LABELLED_DATASETS)}"
+            f"but this one has a single class ({train_set.class_names[0]}); put the images in one subfolder per class, "
+            "at least 2, or use MNIST or FASHIONMNIST"
         )
-    train_set = load_training_set(hyperparameters)
     if model.conditional and len(train_set.class_names) != hyperparameters["NUMBER_LABELS"]:
         raise ConfigError(
             f"invalid hyperparameter NUMBER_LABELS={hyperparameters['NUMBER_LABELS']}: "
@@ -257,7 +258,7 @@ def log_epoch(results: Path, epoch: int, epochs: int, mean_losses: dict[str, flo
 
 def load_training_set(hyperparameters: dict) -> ImageSet:
     """Load the training images at the requested size and channels, keeping the first MAX_TRAIN_IMAGES."""
-    train_set = load_images(hyperparameters["DATASET_NAME"], hyperparameters["IMAGE_SIZE"], hyperparameters["IMAGE_CHANNELS"])
+    train_set = load_dataset(hyperparameters, train=True)
     limit = hyperparameters["MAX_TRAIN_IMAGES"]
     if limit is not None:
         train_set = ImageSet(train_set.images[:limit], train_set.labels[:limit], train_set.class_names)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from common.checkpoints import save_atomically
 from common.config import write_hyperparameters
-from common.data import BatchLoader, ImageSet, load_images, to_signed_float
+from common.data import BatchLoader, ImageSet, load_dataset, to_signed_float
 from common.errors import UserError
 from common.networks import initialise_weights
 from common.outputs import append_metrics_row, prepare_results_folder, save_grid, save_loss_plot, save_progress_gif
@@ -108,9 +108,8 @@ class CodeDistribution:
 
 def load_datasets(hyperparameters: dict) -> tuple[ImageSet, ImageSet]:
     """Load the first MAX_TRAIN_IMAGES training images and the first MAX_TEST_IMAGES held-out test images."""
-    name, size, channels = hyperparameters["DATASET_NAME"], hyperparameters["IMAGE_SIZE"], hyperparameters["IMAGE_CHANNELS"]
-    train_set = first_images(load_images(name, size, channels, train=True), hyperparameters["MAX_TRAIN_IMAGES"])
-    test_set = first_images(load_images(name, size, channels, train=False), hyperparameters["MAX_TEST_IMAGES"])
+    train_set = first_images(load_dataset(hyperparameters, train=True), hyperparameters["MAX_TRAIN_IMAGES"])
+    test_set = first_images(load_dataset(hyperparameters, train=False), hyperparameters["MAX_TEST_IMAGES"])
     return train_set, test_set
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from common.errors import ConfigError
 
-DATASET_NAMES = ("MNIST", "FASHIONMNIST", "PAINTINGS", "POKEMON")
+DATASET_NAMES = ("MNIST", "FASHIONMNIST", "PAINTINGS", "POKEMON", "FOLDER")
+RESIZE_POLICIES = ("auto", "crop", "pad")
 
 
 @dataclass
@@ -120,6 +121,18 @@ def _probability(value) -> bool:
     return _is_real(value) and 0 <= value < 1
 
 
+def _color(value) -> bool:
+    from PIL import ImageColor  # imported only when BACKGROUND_COLOR is checked
+
+    if isinstance(value, str):
+        try:
+            ImageColor.getrgb(value)
+        except ValueError:
+            return False
+        return True
+    return isinstance(value, tuple) and len(value) == 3 and all(_is_int(channel) and 0 <= channel <= 255 for channel in value)
+
+
 POSITIVE_INT = (_positive_int, "a positive integer")
 POSITIVE_REAL = (_positive_real, "a positive number")
 PROBABILITY = (_probability, "a number in [0, 1)")
@@ -127,6 +140,9 @@ BOOLEAN = (lambda value: isinstance(value, bool), "True or False")
 
 RULES = {
     "DATASET_NAME": (lambda value: value in DATASET_NAMES, "one of " + ", ".join(DATASET_NAMES)),
+    "DATASET_PATH": (lambda value: value is None or (isinstance(value, str) and value.strip() != ""), 'None or the path of an image folder, such as "~/pictures/cats"'),
+    "RESIZE_POLICY": (lambda value: value in RESIZE_POLICIES, "one of " + ", ".join(RESIZE_POLICIES)),
+    "BACKGROUND_COLOR": (_color, 'a colour name such as "white", a hex string such as "#ffffff" or an (R, G, B) tuple of integers in 0..255'),
     "IMAGE_SIZE": (lambda value: _is_int(value) and value in (32, 64), "32 or 64"),
     "IMAGE_CHANNELS": (lambda value: value is None or (_is_int(value) and value in (1, 3)), "1, 3 or None"),
     "MAX_TRAIN_IMAGES": (lambda value: value is None or _positive_int(value), "None or a positive integer"),
@@ -156,10 +172,12 @@ RULES = {
 
 
 def validate(values: dict[str, object]) -> dict[str, object]:
-    """Check every value against its rule; return the values with names normalised (DATASET_NAME in upper case)."""
+    """Check every value against its rule; return the values with names normalised (DATASET_NAME in upper case, RESIZE_POLICY in lower case)."""
     values = dict(values)
     if isinstance(values.get("DATASET_NAME"), str):
         values["DATASET_NAME"] = values["DATASET_NAME"].upper()
+    if isinstance(values.get("RESIZE_POLICY"), str):
+        values["RESIZE_POLICY"] = values["RESIZE_POLICY"].lower()
 
     for name, value in values.items():
         if name not in RULES:
@@ -167,6 +185,12 @@ def validate(values: dict[str, object]) -> dict[str, object]:
         check, allowed = RULES[name]
         if not check(value):
             raise ConfigError(f"invalid hyperparameter {name}={value!r}: expected {allowed}")
+
+    if values.get("DATASET_NAME") == "FOLDER" and values.get("DATASET_PATH") is None:
+        raise ConfigError(
+            "invalid hyperparameter DATASET_PATH=None: DATASET_NAME='FOLDER' needs the path of your image folder, "
+            'for example DATASET_PATH="/home/me/pictures"'
+        )
 
     batch_size, packing = values.get("MINIBATCH_SIZE"), values.get("PACKING")
     if batch_size is not None and packing is not None and batch_size // packing < 2:

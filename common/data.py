@@ -4,6 +4,7 @@ An epoch then only gathers shuffled rows of that tensor and scales them to [-1, 
 training device, so no image is decoded or resized twice.
 """
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,21 @@ import torch.nn.functional as F
 from torchvision import datasets
 
 from common.errors import ConfigError, UserError
+from common.images import RESIZE_POLICIES, parse_color
 from data.fetch import DATA_ROOT, FetchError, ensure_dataset
 
 CACHE_FORMAT = 1  # bump when the prepared tensors change, so old caches are rebuilt
 LABELLED_DATASETS = {"MNIST": datasets.MNIST, "FASHIONMNIST": datasets.FashionMNIST}
-NATIVE_CHANNELS = {"MNIST": 1, "FASHIONMNIST": 1}
+NATIVE_CHANNELS = {"MNIST": 1, "FASHIONMNIST": 1, "POKEMON": 3, "PAINTINGS": 3, "FOLDER": 3}
+# Datasets read from a folder of image files: data/POKEMON/, data/PAINTINGS/ or DATASET_PATH.
+FOLDER_DATASETS = ("POKEMON", "PAINTINGS", "FOLDER")
+# RESIZE_POLICY="auto": paintings and other folders are centre-cropped to a square so that the
+# subject fills the frame, and sprites are padded so that no part of a creature is cut off.
+AUTO_RESIZE_POLICY = {"POKEMON": "pad", "PAINTINGS": "crop", "FOLDER": "crop"}
+PAINTINGS_HINT = (
+    "place painting images there, directly or in one subfolder per class; "
+    "README.md, section Datasets, lists sources of public-domain paintings"
+)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as Pillow's RGB to L conversion
 
 
@@ -28,17 +39,50 @@ class ImageSet:
     class_names: list[str]
 
 
-def load_images(name: str, image_size: int, channels: int | None, train: bool = True, root: Path = DATA_ROOT) -> ImageSet:
-    """Return the training (or test) split of dataset `name` at `image_size` px and `channels` channels."""
+def load_dataset(hyperparameters: dict, train: bool = True, root: Path = DATA_ROOT) -> ImageSet:
+    """Return the training (or test) split of the dataset that the hyperparameters describe.
+
+    A hyperparameters file without DATASET_PATH, RESIZE_POLICY or BACKGROUND_COLOR gets their defaults.
+    """
+    return load_images(
+        hyperparameters["DATASET_NAME"],
+        hyperparameters["IMAGE_SIZE"],
+        hyperparameters["IMAGE_CHANNELS"],
+        train,
+        root,
+        folder=hyperparameters.get("DATASET_PATH"),
+        resize_policy=hyperparameters.get("RESIZE_POLICY", "auto"),
+        background_color=hyperparameters.get("BACKGROUND_COLOR", "white"),
+    )
+
+
+def load_images(
+    name: str,
+    image_size: int,
+    channels: int | None,
+    train: bool = True,
+    root: Path = DATA_ROOT,
+    *,
+    folder: str | Path | None = None,
+    resize_policy: str = "auto",
+    background_color: str | tuple = "white",
+) -> ImageSet:
+    """Return the training (or test) split of dataset `name` at `image_size` px and `channels` channels.
+
+    `folder` is the image folder of the FOLDER dataset. `resize_policy` ("auto", "crop" or "pad") and
+    `background_color`, onto which transparent pixels are composited, apply to folder datasets only.
+    """
+    if name in FOLDER_DATASETS:
+        return load_folder_dataset(name, image_size, channels or NATIVE_CHANNELS[name], train, Path(root), folder, resize_policy, background_color)
     if name not in LABELLED_DATASETS:
-        raise ConfigError(f"invalid hyperparameter DATASET_NAME={name!r}: image folders are not readable yet; use MNIST or FASHIONMNIST")
+        raise ConfigError(f"invalid hyperparameter DATASET_NAME={name!r}: expected one of {', '.join([*LABELLED_DATASETS, *FOLDER_DATASETS])}")
     channels = channels or NATIVE_CHANNELS[name]
     split = "train" if train else "test"
     cache_path = Path(root) / "cache" / f"{name}_{split}_{image_size}px_{channels}ch.pt"
 
-    cached = _read_cache(cache_path)
+    cached = read_cache(cache_path, CACHE_FORMAT)
     if cached is not None:
-        return cached
+        return ImageSet(cached["images"], cached["labels"], cached["class_names"])
 
     try:
         ensure_dataset(name, root)
@@ -51,8 +95,40 @@ def load_images(name: str, image_size: int, channels: int | None, train: bool = 
         labels=dataset.targets.to(torch.int64),
         class_names=list(dataset.classes),
     )
-    _write_cache(cache_path, image_set)
+    write_cache(cache_path, {"format": CACHE_FORMAT, "images": image_set.images, "labels": image_set.labels, "class_names": image_set.class_names})
     return image_set
+
+
+def load_folder_dataset(name: str, image_size: int, channels: int, train: bool, root: Path, folder: str | Path | None, resize_policy: str, background_color: str | tuple) -> ImageSet:
+    """Load POKEMON (fetched when its folder has no image), PAINTINGS or a FOLDER of the user's images."""
+    from common.folders import load_folder_images, safe_name  # common.folders imports this module
+
+    policy = AUTO_RESIZE_POLICY[name] if resize_policy == "auto" else resize_policy
+    if policy not in RESIZE_POLICIES:
+        raise ConfigError(f"invalid hyperparameter RESIZE_POLICY={resize_policy!r}: expected auto, {', '.join(RESIZE_POLICIES)}")
+    try:
+        background = parse_color(background_color)
+    except ValueError as error:
+        raise ConfigError(f"invalid hyperparameter BACKGROUND_COLOR={background_color!r}: {error}") from None
+
+    if name == "POKEMON":
+        from data.pokemon import ensure_pokemon
+
+        try:
+            image_folder = ensure_pokemon(root)
+        except FetchError as error:
+            raise UserError(str(error)) from None
+        cache_name, hint = name, "empty the folder to fetch the sprites again, or place sprite images there"
+    elif name == "PAINTINGS":
+        image_folder, cache_name, hint = root / "PAINTINGS", name, PAINTINGS_HINT
+    else:
+        if folder is None:
+            raise ConfigError("invalid hyperparameter DATASET_PATH=None: DATASET_NAME='FOLDER' needs the path of your image folder")
+        image_folder = Path(folder).expanduser().resolve()
+        path_hash = hashlib.sha256(str(image_folder).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        cache_name = f"FOLDER-{safe_name(image_folder.name)}-{path_hash}"
+        hint = "set DATASET_PATH to a folder of images"
+    return load_folder_images(image_folder, cache_name, image_size, channels, train, policy, background, root / "cache", hint)
 
 
 def resize(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.Tensor:
@@ -79,21 +155,21 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return (images.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _read_cache(path: Path) -> ImageSet | None:
+def read_cache(path: Path, cache_format: int) -> dict | None:
+    """Return the content of a cache file, or None when it is missing, damaged or of another format."""
     if not path.exists():
         return None
     try:
         content = torch.load(path, weights_only=True)
     except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, whatever went wrong reading it
         return None
-    if content.get("format") != CACHE_FORMAT:
+    if not isinstance(content, dict) or content.get("format") != cache_format:
         return None
-    return ImageSet(content["images"], content["labels"], content["class_names"])
+    return content
 
 
-def _write_cache(path: Path, image_set: ImageSet) -> None:
-    """Save the prepared tensors; a cache that cannot be written only costs a rebuild next run."""
-    content = {"format": CACHE_FORMAT, "images": image_set.images, "labels": image_set.labels, "class_names": image_set.class_names}
+def write_cache(path: Path, content: dict) -> None:
+    """Save prepared tensors atomically; a cache that cannot be written only costs a rebuild next run."""
     temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """Obtain MNIST and Fashion-MNIST as the uncompressed IDX files that torchvision reads.
 
+The command line fetches the Pokemon sprites too, with data/pokemon.py.
+
 The files land in torchvision's raw layout, ``<root>/MNIST/raw/`` and
 ``<root>/FashionMNIST/raw/``, so ``torchvision.datasets.MNIST(root)`` and
 ``torchvision.datasets.FashionMNIST(root)`` load them without ``download=True``.
@@ -12,7 +14,7 @@ Each dataset has sources that are tried in order:
 
 Fetch ahead of time from the repository root with::
 
-    python3 -m data.fetch mnist fashionmnist
+    python3 -m data.fetch mnist fashionmnist pokemon
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ RAW_FILE_NAMES = (
 # Dataset name accepted by ensure_dataset, mapped to the torchvision class
 # name, which is also the dataset's folder under the root.
 TORCHVISION_CLASS_NAMES = {"MNIST": "MNIST", "FASHIONMNIST": "FashionMNIST"}
+# Fetched by data/pokemon.py as a folder of PNG images, not as IDX files.
+POKEMON = "POKEMON"
 
 # md5 sums of the original uncompressed MNIST IDX files.
 MNIST_MD5_SUMS = {
@@ -562,35 +566,51 @@ def main(argv: list[str] | None = None) -> int:
         description="Fetch datasets ahead of time into torchvision's raw layout.",
     )
     parser.add_argument(
-        "names", nargs="*", metavar="NAME", help="dataset to fetch: mnist or fashionmnist, in any case"
+        "names", nargs="*", metavar="NAME", help="dataset to fetch: mnist, fashionmnist or pokemon, in any case"
     )
     parser.add_argument(
         "--root",
         type=Path,
         default=DATA_ROOT,
-        help=f"folder that receives MNIST/raw and FashionMNIST/raw (default: {DATA_ROOT})",
+        help=f"folder that receives MNIST/raw, FashionMNIST/raw and POKEMON (default: {DATA_ROOT})",
     )
     arguments = parser.parse_args(argv)
     if not arguments.names:
         parser.print_help(sys.stderr)
         return 2
 
-    unknown = [name for name in arguments.names if name.upper() not in TORCHVISION_CLASS_NAMES]
+    known_names = [*TORCHVISION_CLASS_NAMES, POKEMON]
+    unknown = [name for name in arguments.names if name.upper() not in known_names]
     if unknown:
-        known = ", ".join(name.lower() for name in TORCHVISION_CLASS_NAMES)
+        known = ", ".join(name.lower() for name in known_names)
         unknown_list = ", ".join(repr(name) for name in unknown)
         print(f"data.fetch: unknown dataset name {unknown_list}. Known names: {known}.", file=sys.stderr)
         return 2
 
     for name in arguments.names:
         try:
-            ensure_dataset(name, arguments.root)
+            location = fetch_one(name.upper(), arguments.root)
         except FetchError as error:
             print(f"data.fetch: {one_line(error)}", file=sys.stderr)
             return 1
-        print(f"{TORCHVISION_CLASS_NAMES[name.upper()]} is in {raw_folder(name, arguments.root)}")
+        print(f"{TORCHVISION_CLASS_NAMES.get(name.upper(), name.upper())} is in {location}")
     return 0
 
 
+def fetch_one(key: str, root: Path) -> Path:
+    """Fetch one dataset unless it is there already, and return the folder that contains it."""
+    if key == POKEMON:
+        # Imported here: the sprite conversion needs Pillow and the repository's common package.
+        from data.pokemon import ensure_pokemon
+
+        return ensure_pokemon(root)
+    ensure_dataset(key, root)
+    return raw_folder(key, root)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run main from the module imported as data.fetch, not from this __main__ copy, so that the
+    # FetchError raised by data/pokemon.py (which imports data.fetch) is the class main catches.
+    from data.fetch import main as imported_main
+
+    sys.exit(imported_main())

@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root, real MNIST and Fashion-MNIST, and a scratch copy of the model folders."""
+"""Shared fixtures: the repository root, real MNIST and Fashion-MNIST, and scratch copies of the model folders."""
 
 import shutil
 import subprocess
@@ -39,6 +39,25 @@ def repository(tmp_path, mnist):
             shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("results_*", "__pycache__"))
     (root / "common").symlink_to(REPO_ROOT / "common")
     (root / "data").symlink_to(mnist)
+    return root
+
+
+@pytest.fixture
+def isolated_repository(tmp_path):
+    """A copy of the model folders beside a link to common/ and a data/ folder of their own.
+
+    data/ contains copies of data/*.py only, so datasets fetched and caches written by runs land in
+    tmp_path. Suited to folder datasets, which need no MNIST.
+    """
+    root = tmp_path / "repository"
+    root.mkdir()
+    for folder in MODEL_FOLDERS:
+        if (REPO_ROOT / folder).is_dir():
+            shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("results_*", "__pycache__"))
+    (root / "common").symlink_to(REPO_ROOT / "common")
+    (root / "data").mkdir()
+    for source in (REPO_ROOT / "data").glob("*.py"):
+        shutil.copy(source, root / "data" / source.name)
     return root
 
 

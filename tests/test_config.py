@@ -79,6 +79,37 @@ def test_argument_without_equals_rejected():
         parse_overrides(["NB_EPOCH"], read_hyperparameters(DCGAN_FILE))
 
 
+@pytest.mark.parametrize("model", ["DCGAN", "LSGAN", "CGAN"])
+def test_gan_files_have_folder_names(model):
+    entries = read_hyperparameters(REPO_ROOT / model / "hyperparameters.py")
+    assert {name: entries[name].value for name in FOLDER_NAMES} == {"DATASET_PATH": None, "RESIZE_POLICY": "auto", "BACKGROUND_COLOR": "white"}
+    for name in FOLDER_NAMES:
+        assert entries[name].comment, f"{name} has no comment"
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("BACKGROUND_COLOR=black", "black"),
+        ("BACKGROUND_COLOR=#102030", "#102030"),
+        ("BACKGROUND_COLOR=(16,32,48)", (16, 32, 48)),
+        ("RESIZE_POLICY=PAD", "pad"),
+        ("DATASET_PATH=~/my pictures", "~/my pictures"),
+    ],
+)
+def test_folder_values_accepted(argument, expected):
+    values, _ = load_hyperparameters(DCGAN_FILE, [argument])
+    assert values[argument.partition("=")[0]] == expected
+
+
+def test_folder_needs_dataset_path():
+    with pytest.raises(ConfigError) as raised:
+        load_hyperparameters(DCGAN_FILE, ["DATASET_NAME=folder"])
+    assert str(raised.value).startswith("invalid hyperparameter DATASET_PATH=None: DATASET_NAME='FOLDER' needs the path")
+    values, _ = load_hyperparameters(DCGAN_FILE, ["DATASET_NAME=folder", "DATASET_PATH=/tmp/pictures"])
+    assert values["DATASET_NAME"] == "FOLDER"
+
+
 def test_dataset_name_case_insensitive():
     values, _ = load_hyperparameters(DCGAN_FILE, ["DATASET_NAME=fashionmnist"])
     assert values["DATASET_NAME"] == "FASHIONMNIST"
@@ -86,7 +117,7 @@ def test_dataset_name_case_insensitive():
 
 INVALID_CASES = [
     ("IMAGE_SIZE=48", "IMAGE_SIZE=48", "32 or 64"),
-    ("DATASET_NAME=CIFAR", "DATASET_NAME='CIFAR'", "one of MNIST, FASHIONMNIST, PAINTINGS, POKEMON"),
+    ("DATASET_NAME=CIFAR", "DATASET_NAME='CIFAR'", "one of MNIST, FASHIONMNIST, PAINTINGS, POKEMON, FOLDER"),
     ("IMAGE_CHANNELS=2", "IMAGE_CHANNELS=2", "1, 3 or None"),
     ("NB_EPOCH=0", "NB_EPOCH=0", "a positive integer"),
     ("NB_EPOCH=2.5", "NB_EPOCH=2.5", "a positive integer"),
@@ -109,7 +140,14 @@ INVALID_CASES = [
     ("WEIGHTS_MEAN=nan", "WEIGHTS_MEAN='nan'", "a finite number"),
     ("SEED=-1", "SEED=-1", "None or an integer"),
     ("MAX_TRAIN_IMAGES=0", "MAX_TRAIN_IMAGES=0", "None or a positive integer"),
+    ("RESIZE_POLICY=stretch", "RESIZE_POLICY='stretch'", "one of auto, crop, pad"),
+    ("BACKGROUND_COLOR=blurple", "BACKGROUND_COLOR='blurple'", "a colour name"),
+    ("BACKGROUND_COLOR=(0,0,256)", "BACKGROUND_COLOR=(0, 0, 256)", "(R, G, B) tuple of integers in 0..255"),
+    ("BACKGROUND_COLOR=(0,0)", "BACKGROUND_COLOR=(0, 0)", "(R, G, B) tuple"),
+    ("DATASET_PATH=3", "DATASET_PATH=3", "None or the path of an image folder"),
 ]
+
+FOLDER_NAMES = ["DATASET_PATH", "RESIZE_POLICY", "BACKGROUND_COLOR"]
 
 
 @pytest.mark.parametrize(("argument", "shown", "allowed"), INVALID_CASES)

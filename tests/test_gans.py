@@ -175,11 +175,6 @@ def test_sampling_errors_are_one_line(repository):
         assert result.stderr.strip().count("\n") == 0
 
 
-def test_cgan_rejects_unlabelled_dataset(repository):
-    result = run_script(repository / "CGAN" / "CGAN.py", "DATASET_NAME=POKEMON", expect_status=2)
-    assert "CGAN needs a labelled dataset" in result.stderr
-
-
 def test_cgan_checks_number_of_labels(repository):
     result = run_script(repository / "CGAN" / "CGAN.py", "DATASET_NAME=MNIST", "NUMBER_LABELS=5", expect_status=2)
     assert "invalid hyperparameter NUMBER_LABELS=5: MNIST has 10 classes, so set NUMBER_LABELS=10" in result.stderr
