@@ -123,3 +123,20 @@ def test_folder_errors_are_one_line(isolated_repository, tmp_path, arguments, st
     assert expected.format(missing=missing) in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["Autoencoder", "VAE"])
+def test_autoencoders_train_on_odd_folder(isolated_repository, tmp_path, model):
+    folder = tmp_path / "pictures"
+    odd_folder(folder)
+    script = isolated_repository / model / f"{model}.py"
+    result = run_script(script, *QUICK_RUN, "DATASET_NAME=FOLDER", f"DATASET_PATH={folder}", "MINIBATCH_SIZE=16", "IMAGE_SIZE=64")
+
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("warning: skipped 3 of 75 image files") == 1
+    results = isolated_repository / model / "results_FOLDER"
+    decoded = Image.open(results / "decoded" / "epoch_1.png")
+    assert decoded.mode == "RGB"
+    assert decoded.width == 4 * 66 + 2  # 64 px tiles; the held-out split of 72 images fills two rows
+    assert Image.open(results / "saved_generated" / "epoch_1.png").size == (4 * 66 + 2, 4 * 66 + 2)
