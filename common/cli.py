@@ -6,6 +6,7 @@
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
     script = Path(script_file).resolve()
     hyperparameters_file = script.parent / "hyperparameters.py"
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file as they happen, not at exit
+    signal.signal(signal.SIGTERM, raise_terminated)
     results = None
     try:
         parser = build_parser(script.name, description, hyperparameters_file, sampling=sample is not None, conditional=conditional)
@@ -47,16 +49,27 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
     except UserError as error:
         print(f"{script.name}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_status)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
+        # A second Ctrl-C or SIGTERM while this message is written ends the process at once.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         checkpoint = results / "checkpoint.pt" if results else None
         if checkpoint and checkpoint.exists():
             print(f"\n{script.name}: interrupted; {checkpoint} keeps the last finished epoch", file=sys.stderr)
         else:
             print(f"\n{script.name}: interrupted before an epoch finished, so no checkpoint was written", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(interruption, Terminated) else 130)
     except BrokenPipeError:  # output piped into a reader that stopped early, as in `--help | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit raises nothing more
         sys.exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: checkpoint writes are atomic, so stopping at any point keeps the last one."""
+
+
+def raise_terminated(signal_number, frame) -> None:
+    raise Terminated
 
 
 def reject_sampling_options(arguments: argparse.Namespace) -> None:

@@ -2,8 +2,10 @@
 
 import csv
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -77,3 +79,39 @@ def test_root_run_same_folder_and_moves_old(repository):
     earlier = [path for path in (repository / "DCGAN").iterdir() if path.name.startswith("results_MNIST_")]
     assert len(earlier) == 1
     assert "PACKING = 1" in (earlier[0] / "hyperparameters.py").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_keeps_last_checkpoint(repository, signal_number, status):
+    results = repository / "DCGAN" / "results_MNIST"
+    process = subprocess.Popen(
+        [sys.executable, "DCGAN.py", *QUICK_RUN, "NB_EPOCH=200"],
+        cwd=repository / "DCGAN", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (results / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == status
+    assert "Traceback" not in stderr
+    assert f"DCGAN.py: interrupted; {results / 'checkpoint.pt'} keeps the last finished epoch" in stderr
+    checkpoint = torch.load(results / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] >= 1
+    assert not list(results.glob(".checkpoint.pt.*.tmp"))
+
+
+@pytest.mark.slow
+def test_same_seed_same_grid_and_losses(repository):
+    folder = repository / "DCGAN"
+    grids, losses = [], []
+    for _ in range(2):
+        run(["DCGAN.py", *QUICK_RUN, "NB_EPOCH=1", "SEED=5"], cwd=folder)
+        grids.append((folder / "results_MNIST" / "gen_epoch_1.png").read_bytes())
+        with open(folder / "results_MNIST" / "metrics.csv", newline="") as file:
+            row = next(csv.DictReader(file))
+        losses.append((row["generator_loss"], row["discriminator_loss"]))
+    assert grids[0] == grids[1]
+    assert losses[0] == losses[1]
