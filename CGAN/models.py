@@ -2,7 +2,7 @@
 
 Both networks receive the class label. The generator concatenates a learned label embedding to
 the latent vector. The discriminator gets the label as one-hot maps stacked on the image's
-channels, so its first convolution sees the class at every position. Maps (rather than a
+channels, so its first convolution gets the class at every position. Maps (rather than a
 projection at the end) also keep each image with its own label under packing, because the
 maps are stacked before the images of a pack are.
 """
