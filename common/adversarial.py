@@ -204,7 +204,7 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     hyperparameters = {**hyperparameters, "SEED": seed}  # a drawn seed is saved, so the run can be repeated
     with reporting_write_errors(results):
         write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
-    print(f"{model.name}: {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {device}, seed {seed}, results in {results}")
+    print(f"{model.name}: {len(train_set.images)} {hyperparameters['DATASET_NAME']} training images on {device}, seed {seed}, results in {results}")
 
     grid = SampleGrid.draw(trainer, hyperparameters["NB_IMAGE_TO_GENERATE"], train_set.class_names)
     history = {"epoch": {name: [] for name in LOSS_NAMES}, "iteration": {name: [] for name in LOSS_NAMES}}

@@ -97,7 +97,7 @@ def build_parser(program: str, description: str, hyperparameters_file: Path, sam
     except (ConfigError, OSError) as error:
         listing = f"  (cannot read {hyperparameters_file}: {error})"
     parser = argparse.ArgumentParser(
-        prog=f"python3 {program}",
+        prog=program,
         description=description,
         epilog=f"hyperparameters (from {hyperparameters_file}), each overridable with NAME=VALUE:\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -99,7 +99,7 @@ def select_labels(arguments: argparse.Namespace, class_names: list[str]) -> torc
         short_name = name.split(" - ")[-1]  # torchvision's MNIST classes read "0 - zero"
         if text.lower() in (name.lower(), short_name.lower()):
             return torch.tensor([index])
-    raise UserError(f"invalid --label {text!r}: expected a class index from 0 to {len(class_names) - 1} or one of: {', '.join(class_names)}")
+    raise ConfigError(f"invalid --label {text!r}: expected a class index from 0 to {len(class_names) - 1} or one of: {', '.join(class_names)}")
 
 
 def write_samples(generate, latent: torch.Tensor, labels: torch.Tensor | None, class_names: list[str], output: Path) -> None:

@@ -144,7 +144,7 @@ def test_cgan_trains_and_samples_per_class(repository):
     run_script(script, "--generate", "2", "--label", "seven", "DATASET_NAME=MNIST")
     assert sorted(path.name for path in generated.glob("class_*.png")) == ["class_7_001.png", "class_7_002.png"]
 
-    failed = run_script(script, "--generate", "2", "--label", "eleven", "DATASET_NAME=MNIST", expect_status=1)
+    failed = run_script(script, "--generate", "2", "--label", "eleven", "DATASET_NAME=MNIST", expect_status=2)
     assert "invalid --label 'eleven': expected a class index from 0 to 9" in failed.stderr
 
 
