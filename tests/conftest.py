@@ -29,15 +29,20 @@ def fashion_mnist():
     return DATA_ROOT
 
 
-@pytest.fixture
-def repository(tmp_path, mnist):
-    """A copy of the model folders beside links to common/ and data/, so runs never touch the real results folders."""
-    root = tmp_path / "repository"
+def copy_model_folders(root: Path) -> Path:
+    """Create `root` with a copy of each model folder, without results, and a link to common/."""
     root.mkdir()
     for folder in MODEL_FOLDERS:
         if (REPO_ROOT / folder).is_dir():
             shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("results_*", "__pycache__"))
     (root / "common").symlink_to(REPO_ROOT / "common")
+    return root
+
+
+@pytest.fixture
+def repository(tmp_path, mnist):
+    """A copy of the model folders beside links to common/ and data/, so runs never touch the real results folders."""
+    root = copy_model_folders(tmp_path / "repository")
     (root / "data").symlink_to(mnist)
     return root
 
@@ -49,12 +54,7 @@ def isolated_repository(tmp_path):
     data/ contains copies of data/*.py only, so datasets fetched and caches written by runs land in
     tmp_path. Suited to folder datasets, which need no MNIST.
     """
-    root = tmp_path / "repository"
-    root.mkdir()
-    for folder in MODEL_FOLDERS:
-        if (REPO_ROOT / folder).is_dir():
-            shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("results_*", "__pycache__"))
-    (root / "common").symlink_to(REPO_ROOT / "common")
+    root = copy_model_folders(tmp_path / "repository")
     (root / "data").mkdir()
     for source in (REPO_ROOT / "data").glob("*.py"):
         shutil.copy(source, root / "data" / source.name)
