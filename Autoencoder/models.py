@@ -14,6 +14,8 @@ from common.coders import Decoder, Encoder
 class Autoencoder(nn.Module):
     """Encoder and decoder for images in [0, 1]; the decoder ends in a sigmoid."""
 
+    loss_names = ["loss"]  # the keys of losses(), in order
+
     def __init__(self, image_channels: int, image_size: int, complexity: int, code_size: int):
         super().__init__()
         self.code_size = code_size

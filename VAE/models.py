@@ -21,6 +21,8 @@ LOGVAR_RANGE = (-30.0, 20.0)
 class VAE(nn.Module):
     """Encoder to q(z|x) = N(mu, diag(exp(logvar))) and decoder to Bernoulli pixel probabilities in [0, 1]."""
 
+    loss_names = ["loss", "reconstruction", "KL", "negative ELBO"]  # the keys of losses(), in order
+
     def __init__(self, image_channels: int, image_size: int, complexity: int, code_size: int, kl_weight: float = 1.0):
         super().__init__()
         self.code_size = code_size

@@ -4,30 +4,18 @@ An iteration takes one batch of real images, makes NB_DISCRIMINATOR_STEP discrim
 each against freshly generated images, then NB_GENERATOR_STEP generator updates.
 """
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from common.checkpoints import save_atomically
-from common.config import write_hyperparameters
 from common.data import BatchLoader, ImageSet, load_dataset
-from common.errors import ConfigError, UserError
-from common.outputs import (
-    append_metrics_row,
-    prepare_results_folder,
-    reporting_write_errors,
-    save_grid,
-    save_labelled_grid,
-    save_loss_plot,
-    save_progress_gif,
-)
-from common.runtime import seed_everything, select_device
-from common.training import check_finite_losses
+from common.errors import ConfigError
+from common.outputs import save_grid, save_labelled_grid, save_progress_gif
+from common.runtime import select_device
+from common.training import EpochSummary, open_results_folder, start_run, train_epochs
 
 # A score loss compares the discriminator's raw scores with per-sample targets and returns a scalar.
 ScoreLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,7 +24,6 @@ ScoreLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # (one-sided smoothing of the real targets: Salimans et al. 2016).
 REAL_TARGET_RANGE = (0.7, 1.0)
 FAKE_TARGET_RANGE = (0.0, 0.3)
-LOSS_NAMES = ("discriminator", "generator")
 
 
 @dataclass
@@ -145,6 +132,12 @@ class AdversarialTrainer:
             "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
         }
 
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+        self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+
 
 @dataclass
 class SampleGrid:
@@ -172,23 +165,51 @@ class SampleGrid:
             save_labelled_grid(images, path, self.columns, self.row_names)
 
 
-def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path, results: Path) -> None:
-    """Train a GAN for NB_EPOCH epochs, writing grids, plots, metrics and checkpoints into `results`."""
+class GANTraining:
+    """A GAN's part in the shared epoch loop of common.training: its trainer and the fixed sample grid."""
+
+    loss_names = ["discriminator loss", "generator loss"]
+
+    def __init__(self, model: GANModel, trainer: AdversarialTrainer, grid: SampleGrid, image_channels: int, class_names: list[str]):
+        self.name = model.name
+        self.trainer = trainer
+        self.grid = grid
+        self.image_channels = image_channels
+        self.class_names = class_names
+
+    def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.trainer.train_iteration(images, labels)
+
+    def end_epoch(self, epoch: int, mean_losses: dict[str, float], first_batch: torch.Tensor, results: Path) -> EpochSummary:
+        self.grid.save(self.trainer, results / f"gen_epoch_{epoch}.png")
+        save_grid(first_batch[: self.grid.columns**2], results / "real" / f"epoch_{epoch}.png", self.grid.columns)
+        return EpochSummary(", ".join(f"{name} {mean_losses[name]:.4f}" for name in self.loss_names))
+
+    def state_dict(self) -> dict:
+        return {
+            **self.trainer.state_dict(),
+            "image_channels": self.image_channels,
+            "class_names": self.class_names,
+            "fixed_latent": self.grid.latent.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trainer.load_state_dict(state)
+        self.grid.latent = state["fixed_latent"].to(self.trainer.device)
+
+    def finish(self, results: Path, epochs: int) -> None:
+        torch.save(self.trainer.generator.state_dict(), results / "generator_end.pt")
+        torch.save(self.trainer.discriminator.state_dict(), results / "discriminator_end.pt")
+        save_progress_gif([results / f"gen_epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
+
+
+def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path, results: Path, resume: bool = False) -> None:
+    """Train a GAN for NB_EPOCH epochs, or resume its run, writing grids, plots, metrics and checkpoints into `results`."""
+    hyperparameters, checkpoint = start_run(model.name, hyperparameters, results, resume)
     device = select_device(hyperparameters["DEVICE"])
-    seed = seed_everything(hyperparameters["SEED"])
     train_set = load_training_set(hyperparameters)
-    if model.conditional and len(train_set.class_names) < 2:
-        raise ConfigError(
-            f"invalid hyperparameter DATASET_NAME={hyperparameters['DATASET_NAME']!r}: {model.name} needs a labelled dataset, "
-            f"but this one has a single class ({train_set.class_names[0]}); put the images in one subfolder per class, "
-            "at least 2, or use MNIST or FASHIONMNIST"
-        )
-    if model.conditional and len(train_set.class_names) != hyperparameters["NUMBER_LABELS"]:
-        raise ConfigError(
-            f"invalid hyperparameter NUMBER_LABELS={hyperparameters['NUMBER_LABELS']}: "
-            f"{hyperparameters['DATASET_NAME']} has {len(train_set.class_names)} classes, so set NUMBER_LABELS={len(train_set.class_names)}"
-        )
-    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, seed)
+    check_labels(model, train_set, hyperparameters)
+    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, hyperparameters["SEED"])
     if loader.batch_size // hyperparameters["PACKING"] < 2:
         raise ConfigError(
             f"the training set has {len(train_set.images)} images, too few for PACKING={hyperparameters['PACKING']}: "
@@ -197,63 +218,33 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     image_channels = train_set.images.shape[1]
     generator, discriminator = model.build_networks(hyperparameters, image_channels)
     trainer = AdversarialTrainer(model, generator, discriminator, hyperparameters, device)
-
-    moved_to = prepare_results_folder(results)
-    if moved_to:
-        print(f"moved the results of an earlier run to {moved_to}")
-    hyperparameters = {**hyperparameters, "SEED": seed}  # a drawn seed is saved, so the run can be repeated
-    with reporting_write_errors(results):
-        write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
-    print(f"{model.name}: {len(train_set.images)} {hyperparameters['DATASET_NAME']} training images on {device}, seed {seed}, results in {results}")
-
     grid = SampleGrid.draw(trainer, hyperparameters["NB_IMAGE_TO_GENERATE"], train_set.class_names)
-    history = {"epoch": {name: [] for name in LOSS_NAMES}, "iteration": {name: [] for name in LOSS_NAMES}}
-    epochs = hyperparameters["NB_EPOCH"]
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        epoch_losses, first_batch = train_epoch(trainer, loader, epoch, epochs, model.name, results)
-        seconds = time.perf_counter() - started
 
-        for index, name in enumerate(LOSS_NAMES):
-            history["iteration"][name] += epoch_losses[:, index].tolist()
-            history["epoch"][name].append(epoch_losses[:, index].mean().item())
-        with reporting_write_errors(results):
-            grid.save(trainer, results / f"gen_epoch_{epoch}.png")
-            save_grid(first_batch[: grid.columns**2], results / "real" / f"epoch_{epoch}.png", grid.columns)
-            save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
-            log_epoch(results, epoch, epochs, {name: history["epoch"][name][-1] for name in LOSS_NAMES}, seconds, len(loader) * loader.batch_size)
-        save_atomically({
-            "model": model.name,
-            "epoch": epoch,
-            **trainer.state_dict(),
-            "image_channels": image_channels,
-            "class_names": train_set.class_names,
-            "fixed_latent": grid.latent.cpu(),
-            "history": history,
-            "hyperparameters": hyperparameters,
-        }, results / "checkpoint.pt")
-
-    with reporting_write_errors(results):
-        torch.save(trainer.generator.state_dict(), results / "generator_end.pt")
-        torch.save(trainer.discriminator.state_dict(), results / "discriminator_end.pt")
-        save_progress_gif([results / f"gen_epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
+    open_results_folder(results, hyperparameters_file, hyperparameters, checkpoint)
+    action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
+    print(
+        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {device}, "
+        f"seed {hyperparameters['SEED']}, results in {results}"
+    )
+    train_epochs(GANTraining(model, trainer, grid, image_channels, train_set.class_names), loader, hyperparameters, results, checkpoint)
     print(f"done: samples, plots and networks are in {results}")
 
 
-def log_epoch(results: Path, epoch: int, epochs: int, mean_losses: dict[str, float], seconds: float, image_count: int) -> None:
-    """Append the epoch's row to metrics.csv and print its one log line."""
-    images_per_second = image_count / seconds
-    append_metrics_row(results / "metrics.csv", {
-        "epoch": epoch,
-        "generator_loss": f"{mean_losses['generator']:.6f}",
-        "discriminator_loss": f"{mean_losses['discriminator']:.6f}",
-        "seconds": f"{seconds:.2f}",
-        "images_per_second": f"{images_per_second:.1f}",
-    })
-    tqdm.write(
-        f"epoch {epoch}/{epochs}: discriminator loss {mean_losses['discriminator']:.4f}, "
-        f"generator loss {mean_losses['generator']:.4f}, {seconds:.1f} s, {images_per_second:.0f} images/s"
-    )
+def check_labels(model: GANModel, train_set: ImageSet, hyperparameters: dict) -> None:
+    """Stop when a conditional model gets an unlabelled training set, or NUMBER_LABELS differs from its class count."""
+    if not model.conditional:
+        return
+    if len(train_set.class_names) < 2:
+        raise ConfigError(
+            f"invalid hyperparameter DATASET_NAME={hyperparameters['DATASET_NAME']!r}: {model.name} needs a labelled dataset, "
+            f"but this one has a single class ({train_set.class_names[0]}); put the images in one subfolder per class, "
+            "at least 2, or use MNIST or FASHIONMNIST"
+        )
+    if len(train_set.class_names) != hyperparameters["NUMBER_LABELS"]:
+        raise ConfigError(
+            f"invalid hyperparameter NUMBER_LABELS={hyperparameters['NUMBER_LABELS']}: "
+            f"{hyperparameters['DATASET_NAME']} has {len(train_set.class_names)} classes, so set NUMBER_LABELS={len(train_set.class_names)}"
+        )
 
 
 def load_training_set(hyperparameters: dict) -> ImageSet:
@@ -263,32 +254,3 @@ def load_training_set(hyperparameters: dict) -> ImageSet:
     if limit is not None:
         train_set = ImageSet(train_set.images[:limit], train_set.labels[:limit], train_set.class_names)
     return train_set
-
-
-def train_epoch(trainer: AdversarialTrainer, loader: BatchLoader, epoch: int, epochs: int, model_name: str, results: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train one epoch with a progress bar.
-
-    Return the losses as an iterations x 2 tensor (discriminator, generator) and the epoch's first
-    batch of real images, for the grid of training images.
-    """
-    losses = []
-    first_batch = None
-    started = time.perf_counter()
-    # disable=None hides the bar when stderr is no terminal (a log file, CI), leaving the one line per epoch.
-    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, disable=None)
-    for iteration, (real_images, real_labels) in enumerate(progress, start=1):
-        if first_batch is None:
-            first_batch = real_images
-        losses.append(trainer.train_iteration(real_images, real_labels))
-        if iteration % 20 == 0 or iteration == len(loader):
-            recent = torch.stack(losses[-20:])
-            check_finite(recent, model_name, epoch, iteration - len(recent) + 1, results)
-            discriminator_loss, generator_loss = recent.mean(0).tolist()
-            rate = iteration * loader.batch_size / (time.perf_counter() - started)
-            progress.set_postfix_str(f"D {discriminator_loss:.3f}  G {generator_loss:.3f}  {rate:.0f} img/s")
-    return torch.stack(losses).cpu(), first_batch
-
-
-def check_finite(losses: torch.Tensor, model_name: str, epoch: int, first_iteration: int, results: Path) -> None:
-    """Stop the run with one line when a loss in `losses` (iterations x 2) is NaN or infinite."""
-    check_finite_losses(losses, [f"{name} loss" for name in LOSS_NAMES], model_name, epoch, first_iteration, results)

@@ -14,7 +14,6 @@ likelihood is defined only there: `to_unit_range` converts the loader's [-1, 1] 
 
 import math
 import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,17 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import MultivariateNormal
 from torchvision.transforms.functional import to_pil_image
-from tqdm import tqdm
 
-from common.checkpoints import save_atomically
-from common.config import write_hyperparameters
 from common.data import BatchLoader, ImageSet, load_dataset, to_signed_float
 from common.errors import UserError
 from common.networks import initialise_weights
-from common.outputs import append_metrics_row, prepare_results_folder, save_grid, save_loss_plot, save_progress_gif
-from common.runtime import seed_everything, select_device
+from common.outputs import save_grid, save_progress_gif
+from common.runtime import select_device
 from common.sampling import check_requested_sizes, load_model_checkpoint, prepare_generated_folder, spherical_path
-from common.training import check_finite_losses
+from common.training import EpochSummary, open_results_folder, start_run, train_epochs
 
 # A model builder gets the hyperparameters and the image channel count and returns an untrained model.
 ModelBuilder = Callable[[dict, int], nn.Module]
@@ -120,99 +116,91 @@ def first_images(image_set: ImageSet, limit: int | None) -> ImageSet:
     return ImageSet(image_set.images[:limit], image_set.labels[:limit], image_set.class_names)
 
 
-def train_autoencoder(model_name: str, build_model: ModelBuilder, hyperparameters: dict, hyperparameters_file: Path, results: Path, fit_code_distribution: bool) -> None:
-    """Train an autoencoding model for NB_EPOCH epochs, writing grids, plots, metrics and checkpoints into `results`.
+class AutoencodingTraining:
+    """An autoencoding model's part in the shared epoch loop of common.training.
 
     With `fit_code_distribution`, generated images decode codes drawn from a Gaussian fitted to
     the training codes at each epoch's end, because a plain autoencoder's codes follow no set
     prior. Without it they decode codes drawn from N(0, I), the VAE's prior.
     """
-    device = select_device(hyperparameters["DEVICE"])
-    seed = seed_everything(hyperparameters["SEED"])
-    train_set, test_set = load_datasets(hyperparameters)
-    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, seed)
-    image_channels = train_set.images.shape[1]
-    model = build_model(hyperparameters, image_channels)
-    initialise_weights(model, hyperparameters["WEIGHTS_MEAN"], hyperparameters["WEIGHTS_STD"])
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=hyperparameters["LEARNING_RATE"])
 
-    moved_to = prepare_results_folder(results)
-    if moved_to:
-        print(f"moved the results of an earlier run to {moved_to}")
-    write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
-    print(
-        f"{model_name}: {len(train_set.images)} training and {len(test_set.images)} test {hyperparameters['DATASET_NAME']} images "
-        f"on {device}, seed {seed}, results in {results}"
-    )
+    def __init__(self, name: str, model: nn.Module, hyperparameters: dict, train_set: ImageSet, test_set: ImageSet, device: torch.device, fit_code_distribution: bool):
+        self.name = name
+        self.model = model
+        self.loss_names = [f"train {name}" for name in model.loss_names]
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=hyperparameters["LEARNING_RATE"])
+        self.train_set, self.test_set = train_set, test_set
+        self.device = device
+        self.fit_code_distribution = fit_code_distribution
+        self.columns = hyperparameters["NB_IMAGE_TO_GENERATE"]
+        self.test_batch = unit_images(test_set.images[: self.columns**2], device)  # the same held-out images in every epoch's grids
+        self.fixed_noise = torch.randn(self.columns**2, model.code_size, device=device)  # the same generator input in every epoch's grid
+        self.distribution = CodeDistribution.standard(model.code_size)
 
-    columns = hyperparameters["NB_IMAGE_TO_GENERATE"]
-    test_batch = unit_images(test_set.images[: columns**2], device)  # the same held-out images in every epoch's grids
-    fixed_noise = torch.randn(columns**2, model.code_size, device=device)  # the same generator input in every epoch's grid
-    distribution = CodeDistribution.standard(model.code_size)
-    history = {"epoch": {}, "iteration": {}}
-    epochs = hyperparameters["NB_EPOCH"]
+    def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = self.model.losses(to_unit_range(images))
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return torch.stack([losses[name].detach() for name in self.model.loss_names])
 
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        iteration_losses = train_epoch(model, optimizer, loader, epoch, epochs, model_name, results)
-        seconds = time.perf_counter() - started
-        test_losses, test_mse = evaluate(model, test_set.images, device)
-        if fit_code_distribution:
-            distribution = fit_distribution(model, train_set.images[:MAX_FITTING_IMAGES], device)
-
-        record_history(history, iteration_losses, test_losses)
-        save_epoch_grids(model, test_batch, distribution, fixed_noise, results, epoch, columns)
-        save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
-        images_per_second = len(loader) * loader.batch_size / seconds
-        append_metrics_row(results / "metrics.csv", metrics_row(epoch, history, test_mse, seconds, images_per_second))
-        save_atomically({
-            "model": model_name,
-            "epoch": epoch,
-            "encoder": model.encoder.state_dict(),
-            "decoder": model.decoder.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "image_channels": image_channels,
-            "fixed_noise": fixed_noise.cpu(),  # standard normal; the generated grid decodes code_mean + L @ noise
-            "code_mean": distribution.mean,
-            "code_covariance": distribution.covariance,
-            "history": history,
-            "hyperparameters": hyperparameters,
-        }, results / "checkpoint.pt")
-        tqdm.write(
-            f"epoch {epoch}/{epochs}: training loss {history['epoch']['train loss'][-1]:.4f}, test loss {test_losses['loss']:.4f}, "
-            f"test PSNR {psnr(test_mse):.2f} dB, {seconds:.1f} s, {images_per_second:.0f} images/s"
+    def end_epoch(self, epoch: int, mean_losses: dict[str, float], first_batch: torch.Tensor, results: Path) -> EpochSummary:
+        test_losses, test_mse = evaluate(self.model, self.test_set.images, self.device)
+        if self.fit_code_distribution:
+            self.distribution = fit_distribution(self.model, self.train_set.images[:MAX_FITTING_IMAGES], self.device)
+        save_epoch_grids(self.model, self.test_batch, self.distribution, self.fixed_noise, results, epoch, self.columns)
+        return EpochSummary(
+            text=f"training loss {mean_losses['train loss']:.4f}, test loss {test_losses['loss']:.4f}, test PSNR {psnr(test_mse):.2f} dB",
+            losses={f"test {name}": value for name, value in test_losses.items()},
+            columns={"test_mse": f"{test_mse:.6f}", "test_psnr": f"{psnr(test_mse):.3f}"},
         )
 
-    torch.save(model.encoder.state_dict(), results / "encoder_end.pt")
-    torch.save(model.decoder.state_dict(), results / "decoder_end.pt")
-    save_progress_gif([results / "saved_generated" / f"epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
-    save_test_interpolations(model, test_batch, results / "interpolation.png", rows=min(columns, len(test_batch) // 2))
+    def state_dict(self) -> dict:
+        return {
+            "encoder": self.model.encoder.state_dict(),
+            "decoder": self.model.decoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "image_channels": self.train_set.images.shape[1],
+            "fixed_noise": self.fixed_noise.cpu(),  # standard normal; the generated grid decodes code_mean + L @ noise
+            "code_mean": self.distribution.mean,
+            "code_covariance": self.distribution.covariance,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.encoder.load_state_dict(state["encoder"])
+        self.model.decoder.load_state_dict(state["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.fixed_noise = state["fixed_noise"].to(self.device)
+        self.distribution = CodeDistribution(state["code_mean"], state["code_covariance"])
+
+    def finish(self, results: Path, epochs: int) -> None:
+        torch.save(self.model.encoder.state_dict(), results / "encoder_end.pt")
+        torch.save(self.model.decoder.state_dict(), results / "decoder_end.pt")
+        save_progress_gif([results / "saved_generated" / f"epoch_{epoch}.png" for epoch in range(1, epochs + 1)], results / "progress.gif")
+        rows = min(self.columns, len(self.test_batch) // 2)
+        save_test_interpolations(self.model, self.test_batch, results / "interpolation.png", rows)
+
+
+def train_autoencoder(
+    model_name: str, build_model: ModelBuilder, hyperparameters: dict, hyperparameters_file: Path, results: Path, fit_code_distribution: bool, resume: bool = False
+) -> None:
+    """Train an autoencoding model for NB_EPOCH epochs, or resume its run, writing grids, plots, metrics and checkpoints into `results`."""
+    hyperparameters, checkpoint = start_run(model_name, hyperparameters, results, resume)
+    device = select_device(hyperparameters["DEVICE"])
+    train_set, test_set = load_datasets(hyperparameters)
+    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, hyperparameters["SEED"])
+    model = build_model(hyperparameters, train_set.images.shape[1])
+    initialise_weights(model, hyperparameters["WEIGHTS_MEAN"], hyperparameters["WEIGHTS_STD"])
+    task = AutoencodingTraining(model_name, model.to(device), hyperparameters, train_set, test_set, device, fit_code_distribution)
+
+    open_results_folder(results, hyperparameters_file, hyperparameters, checkpoint)
+    action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
+    print(
+        f"{model_name}: {action} on {len(train_set.images)} training and {len(test_set.images)} test {hyperparameters['DATASET_NAME']} images "
+        f"on {device}, seed {hyperparameters['SEED']}, results in {results}"
+    )
+    train_epochs(task, loader, hyperparameters, results, checkpoint)
     print(f"done: grids, plots and networks are in {results}")
-
-
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, epoch: int, epochs: int, model_name: str, results: Path) -> dict[str, torch.Tensor]:
-    """Train one epoch with a progress bar; return each loss's value per iteration."""
-    rows = []
-    names = []
-    started = time.perf_counter()
-    # disable=None hides the bar when stderr is no terminal (a log file, CI), leaving the one line per epoch.
-    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, disable=None)
-    for iteration, (images, _labels) in enumerate(progress, start=1):
-        losses = model.losses(to_unit_range(images))
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-
-        names = list(losses)
-        rows.append(torch.stack([value.detach() for value in losses.values()]))
-        if iteration % 20 == 0 or iteration == len(loader):
-            recent = torch.stack(rows[-20:])
-            check_finite_losses(recent, [f"training {name}" for name in names], model_name, epoch, iteration - len(recent) + 1, results)
-            rate = iteration * loader.batch_size / (time.perf_counter() - started)
-            progress.set_postfix_str(f"loss {recent[:, 0].mean().item():.4f}  {rate:.0f} img/s")
-    values = torch.stack(rows).cpu()
-    return {name: values[:, index] for index, name in enumerate(names)}
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, device: torch.device) -> tuple[dict[str, float], float]:
@@ -244,26 +232,6 @@ def fit_distribution(model: nn.Module, images: torch.Tensor, device: torch.devic
         return CodeDistribution.fit(codes)
     except ValueError:
         raise UserError("the covariance of the training codes is not positive definite even with jitter; try a lower LEARNING_RATE") from None
-
-
-def record_history(history: dict, iteration_losses: dict[str, torch.Tensor], test_losses: dict[str, float]) -> None:
-    """Append one epoch's training losses (per iteration and their mean) and test losses to `history`."""
-    for name, values in iteration_losses.items():
-        history["iteration"].setdefault(name, []).extend(values.tolist())
-        history["epoch"].setdefault(f"train {name}", []).append(values.mean().item())
-        history["epoch"].setdefault(f"test {name}", []).append(test_losses[name])
-
-
-def metrics_row(epoch: int, history: dict, test_mse: float, seconds: float, images_per_second: float) -> dict:
-    """Return one metrics.csv row: each training and test loss of `epoch`, the test MSE and PSNR, and the speed."""
-    row = {"epoch": epoch}
-    for name, values in history["epoch"].items():
-        row[name.replace(" ", "_").lower()] = f"{values[-1]:.6f}"
-    row["test_mse"] = f"{test_mse:.6f}"
-    row["test_psnr"] = f"{psnr(test_mse):.3f}"
-    row["seconds"] = f"{seconds:.2f}"
-    row["images_per_second"] = f"{images_per_second:.1f}"
-    return row
 
 
 def save_epoch_grids(model: nn.Module, test_batch: torch.Tensor, distribution: CodeDistribution, fixed_noise: torch.Tensor, results: Path, epoch: int, columns: int) -> None:

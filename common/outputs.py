@@ -17,17 +17,18 @@ from torchvision.utils import make_grid, save_image  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 
-def prepare_results_folder(folder: Path) -> Path | None:
+def prepare_results_folder(folder: Path, keep: bool = False) -> Path | None:
     """Create an empty results folder and check it is writable; return where an earlier run's folder was moved.
 
     An earlier run's results are never mixed with a new run's: a non-empty folder is renamed
-    aside to `<folder>_<time of its last change>` before the new run starts.
+    aside to `<folder>_<time of its last change>` before the new run starts. With `keep`, for a
+    resumed run, the folder stays as it is and is only checked.
     """
     folder = Path(folder)
     if folder.is_symlink() and not folder.exists() or folder.exists() and not folder.is_dir():
         raise UserError(f"the results folder {folder} is a file or a broken link, not a folder; move or delete it, then run again")
     moved_to = None
-    if folder.is_dir() and any(folder.iterdir()):
+    if not keep and folder.is_dir() and any(folder.iterdir()):
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(folder.stat().st_mtime))
         moved_to = folder.with_name(f"{folder.name}_{stamp}")
         suffix = 1

@@ -1,10 +1,256 @@
-"""Checks shared by the training loops."""
+"""The epoch loop shared by every model: progress bar, loss history, plots, metrics.csv, checkpoints and resuming.
 
+A model's training plugs in as a task (see TrainingTask): the loop calls its `train_iteration`
+on each batch and its `end_epoch` after each epoch. Every checkpoint contains the task's state
+(networks, optimizers, the fixed inputs of the grids) and the loop's own: the epoch, the loss
+history and the state of every random number generator, so that a run resumed from it continues
+exactly as the uninterrupted run would have.
+"""
+
+import csv
+import os
+import random
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
-from common.errors import UserError
+from common.checkpoints import load_checkpoint, save_atomically
+from common.config import write_hyperparameters
+from common.data import BatchLoader
+from common.errors import ConfigError, UserError
+from common.outputs import append_metrics_row, prepare_results_folder, reporting_write_errors, save_loss_plot
+from common.runtime import seed_everything
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Hyperparameters that may differ between a run and its resumption: the length of the run and where it runs.
+RESUMABLE_CHANGES = ("NB_EPOCH", "DEVICE")
+
+
+@dataclass
+class EpochSummary:
+    """A task's report at the end of an epoch, besides the mean of its training losses."""
+
+    text: str  # the epoch's log line, after "epoch E/N: "
+    losses: dict[str, float] = field(default_factory=dict)  # more per-epoch losses for the history and the loss plot
+    columns: dict[str, str] = field(default_factory=dict)  # more metrics.csv columns, already formatted
+
+
+class TrainingTask(Protocol):
+    """A model's part in the shared loop."""
+
+    name: str  # the model's name, written into checkpoints and messages
+    loss_names: list[str]  # the losses train_iteration returns, in order
+
+    def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Train on one batch of images in [-1, 1]; return its losses as a 1-D tensor."""
+
+    def end_epoch(self, epoch: int, mean_losses: dict[str, float], first_batch: torch.Tensor, results: Path) -> EpochSummary:
+        """Write the epoch's grids into `results` and summarise the epoch."""
+
+    def state_dict(self) -> dict:
+        """Return everything a resumed run needs of the task, as tensors and plain Python values."""
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def finish(self, results: Path, epochs: int) -> None:
+        """Write the files of a finished run."""
+
+
+def start_run(model_name: str, hyperparameters: dict, results: Path, resume: bool) -> tuple[dict, dict | None]:
+    """Return the run's hyperparameters, with its seed, and the checkpoint it resumes from (None for a new run).
+
+    A resumed run keeps the checkpoint's hyperparameters; only those in RESUMABLE_CHANGES may
+    differ from the current ones. Python, numpy and torch are seeded with SEED.
+    """
+    checkpoint = None
+    if resume:
+        checkpoint = load_resumable_checkpoint(results / CHECKPOINT_NAME, model_name)
+        hyperparameters = resumed_hyperparameters(results / CHECKPOINT_NAME, checkpoint, hyperparameters)
+    seed = seed_everything(hyperparameters["SEED"])
+    return {**hyperparameters, "SEED": seed}, checkpoint  # a drawn seed is saved, so the run can be repeated
+
+
+def load_resumable_checkpoint(path: Path, model_name: str) -> dict:
+    """Load the checkpoint a run resumes from, checking that `model_name` wrote it."""
+    if not path.is_file():
+        raise UserError(f"no checkpoint to resume at {path}; train without --resume to start a new run")
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - torch.load raises many types for a damaged or foreign file
+        raise UserError(f"cannot resume from {path}: {str(error).splitlines()[0]}; train without --resume to start a new run") from None
+    written_by = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if written_by != model_name:
+        source = f"{written_by}.py" if written_by else "another program"
+        raise UserError(f"cannot resume from {path}: it was written by {source}, not {model_name}.py")
+    if "random_state" not in checkpoint:
+        raise UserError(f"cannot resume from {path}: it was written by an older version of this project; train without --resume")
+    return checkpoint
+
+
+def resumed_hyperparameters(path: Path, checkpoint: dict, current: dict) -> dict:
+    """Return the checkpoint's hyperparameters with the current NB_EPOCH and DEVICE.
+
+    Any other current value that differs from the checkpoint's stops the run with one line
+    naming each difference. A SEED of None matches the seed the run drew.
+    """
+    saved = checkpoint["hyperparameters"]
+    differences = [
+        f"{name}={current.get(name)!r} (the run has {saved.get(name)!r})"
+        for name in sorted(set(saved) | set(current))
+        if name not in RESUMABLE_CHANGES
+        and saved.get(name) != current.get(name)
+        and not (name == "SEED" and current.get(name) is None)
+    ]
+    if differences:
+        raise ConfigError(
+            f"cannot resume from {path} with different hyperparameters: {', '.join(differences)}; "
+            "set them back, or train without --resume to start a new run"
+        )
+    done = checkpoint["epoch"]
+    if current["NB_EPOCH"] <= done:
+        raise ConfigError(f"the run in {path} has already trained {done} epochs; pass NB_EPOCH={done + 1} or more to train longer")
+    return {**saved, **{name: current[name] for name in RESUMABLE_CHANGES}}
+
+
+def open_results_folder(results: Path, hyperparameters_file: Path, hyperparameters: dict, checkpoint: dict | None) -> None:
+    """Make `results` ready for writing and save the run's hyperparameters in it.
+
+    A new run moves an earlier run's folder aside. A resumed run keeps the folder, deletes the
+    partial checkpoints of a killed process, and drops the metrics.csv rows of epochs after its
+    checkpoint, which the resumed run writes again.
+    """
+    if checkpoint is None:
+        moved_to = prepare_results_folder(results)
+        if moved_to:
+            print(f"moved the results of an earlier run to {moved_to}")
+    else:
+        prepare_results_folder(results, keep=True)
+        for stale in results.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a process killed while saving
+            stale.unlink()
+    with reporting_write_errors(results):
+        if checkpoint is not None:
+            truncate_metrics(results / "metrics.csv", checkpoint["epoch"])
+        write_hyperparameters(hyperparameters_file, hyperparameters, results / "hyperparameters.py")
+
+
+def truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Keep only the metrics.csv rows of epochs up to `last_epoch`."""
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        fields = reader.fieldnames or []
+        rows = [row for row in reader if int(row["epoch"]) <= last_epoch]
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict, results: Path, checkpoint: dict | None) -> None:
+    """Train from the epoch after `checkpoint` (or the first) to NB_EPOCH, saving a checkpoint after each epoch."""
+    history = {"epoch": {}, "iteration": {}}
+    first_epoch = 1
+    if checkpoint is not None:
+        task.load_state_dict(checkpoint)
+        history = checkpoint["history"]
+        first_epoch = checkpoint["epoch"] + 1
+        set_random_state(checkpoint["random_state"], loader)
+
+    epochs = hyperparameters["NB_EPOCH"]
+    for epoch in range(first_epoch, epochs + 1):
+        started = time.perf_counter()
+        losses, first_batch = train_epoch(task, loader, epoch, epochs, results)
+        seconds = time.perf_counter() - started
+        images_per_second = len(loader) * loader.batch_size / seconds
+
+        for index, name in enumerate(task.loss_names):
+            history["iteration"].setdefault(name, []).extend(losses[:, index].tolist())
+            history["epoch"].setdefault(name, []).append(losses[:, index].mean().item())
+        with reporting_write_errors(results):
+            summary = task.end_epoch(epoch, {name: values[-1] for name, values in history["epoch"].items()}, first_batch, results)
+            for name, value in summary.losses.items():
+                history["epoch"].setdefault(name, []).append(value)
+            save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
+            append_metrics_row(results / "metrics.csv", {
+                "epoch": epoch,
+                **{column_name(name): f"{values[-1]:.6f}" for name, values in history["epoch"].items()},
+                **summary.columns,
+                "seconds": f"{seconds:.2f}",
+                "images_per_second": f"{images_per_second:.1f}",
+            })
+        save_atomically({
+            "model": task.name,
+            "epoch": epoch,
+            **task.state_dict(),
+            "history": history,
+            "hyperparameters": hyperparameters,
+            "random_state": get_random_state(loader),
+        }, results / CHECKPOINT_NAME)
+        tqdm.write(f"epoch {epoch}/{epochs}: {summary.text}, {seconds:.1f} s, {images_per_second:.0f} images/s")
+
+    with reporting_write_errors(results):
+        task.finish(results, epochs)
+
+
+def train_epoch(task: TrainingTask, loader: BatchLoader, epoch: int, epochs: int, results: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train one epoch with a progress bar.
+
+    Return the losses as an iterations x losses tensor and the epoch's first batch of images.
+    """
+    losses = []
+    first_batch = None
+    started = time.perf_counter()
+    # disable=None hides the bar when stderr is no terminal (a log file, CI), leaving the one line per epoch.
+    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    for iteration, (images, labels) in enumerate(progress, start=1):
+        if first_batch is None:
+            first_batch = images
+        losses.append(task.train_iteration(images, labels))
+        if iteration % 20 == 0 or iteration == len(loader):
+            recent = torch.stack(losses[-20:])
+            check_finite_losses(recent, task.loss_names, task.name, epoch, iteration - len(recent) + 1, results)
+            rate = iteration * loader.batch_size / (time.perf_counter() - started)
+            recent_means = "  ".join(f"{name} {value:.3f}" for name, value in zip(task.loss_names[:2], recent.mean(0).tolist()))
+            progress.set_postfix_str(f"{recent_means}  {rate:.0f} img/s")
+    return torch.stack(losses).cpu(), first_batch
+
+
+def column_name(name: str) -> str:
+    """Return the metrics.csv column of a loss: "test negative ELBO" -> "test_negative_elbo"."""
+    return name.replace(" ", "_").lower()
+
+
+def get_random_state(loader: BatchLoader) -> dict:
+    """Return the state of every random number generator the training draws from, as tensors and lists."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),
+        "numpy": [keys.tolist(), position, has_gauss, cached_gaussian],
+        "torch": torch.get_rng_state(),
+        "shuffle": loader.shuffle_generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict, loader: BatchLoader) -> None:
+    """Restore the generators saved by get_random_state."""
+    random.setstate((3, tuple(state["python"]), None))
+    keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"])
+    loader.shuffle_generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def check_finite_losses(losses: torch.Tensor, loss_names: list[str], model_name: str, epoch: int, first_iteration: int, results: Path) -> None:
@@ -17,7 +263,7 @@ def check_finite_losses(losses: torch.Tensor, loss_names: list[str], model_name:
     if len(bad) == 0:
         return
     row, column = bad[0].tolist()
-    checkpoint = Path(results) / "checkpoint.pt"
+    checkpoint = Path(results) / CHECKPOINT_NAME
     checkpoint_note = f"the last good checkpoint is {checkpoint}" if checkpoint.exists() else "no checkpoint was saved yet"
     value = losses[row, column].item()
     raise UserError(
