@@ -19,12 +19,12 @@ def build_model(hyperparameters: dict, image_channels: int):
     return Autoencoder(image_channels, hyperparameters["IMAGE_SIZE"], hyperparameters["COMPLEXITY"], hyperparameters["CODE_SIZE"])
 
 
-def train(hyperparameters: dict, hyperparameters_file: Path, results: Path) -> None:
+def train(hyperparameters: dict, hyperparameters_file: Path, results: Path, resume: bool) -> None:
     # Imported here so that --help and hyperparameter errors return without the seconds torch takes to load.
     from common.autoencoding import train_autoencoder
 
     # An autoencoder's codes follow no set prior, so samples decode codes from a Gaussian fitted to the training codes.
-    train_autoencoder("Autoencoder", build_model, hyperparameters, hyperparameters_file, results, fit_code_distribution=True)
+    train_autoencoder("Autoencoder", build_model, hyperparameters, hyperparameters_file, results, fit_code_distribution=True, resume=resume)
 
 
 def sample(arguments, hyperparameters: dict, results: Path) -> None:

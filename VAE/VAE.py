@@ -19,12 +19,12 @@ def build_model(hyperparameters: dict, image_channels: int):
     return VAE(image_channels, hyperparameters["IMAGE_SIZE"], hyperparameters["COMPLEXITY"], hyperparameters["CODE_SIZE"], hyperparameters["KL_WEIGHT"])
 
 
-def train(hyperparameters: dict, hyperparameters_file: Path, results: Path) -> None:
+def train(hyperparameters: dict, hyperparameters_file: Path, results: Path, resume: bool) -> None:
     # Imported here so that --help and hyperparameter errors return without the seconds torch takes to load.
     from common.autoencoding import train_autoencoder
 
     # Samples decode codes drawn from the prior N(0, I).
-    train_autoencoder("VAE", build_model, hyperparameters, hyperparameters_file, results, fit_code_distribution=False)
+    train_autoencoder("VAE", build_model, hyperparameters, hyperparameters_file, results, fit_code_distribution=False, resume=resume)
 
 
 def sample(arguments, hyperparameters: dict, results: Path) -> None:

@@ -1,11 +1,13 @@
 """The command line shared by every model script.
 
     python3 <Model>.py [NAME=VALUE ...]                  train
+    python3 <Model>.py --resume [NAME=VALUE ...]         continue the run saved in results_<DATASET_NAME>/checkpoint.pt
     python3 <Model>.py --generate N [--checkpoint PATH]  sample from a trained model instead
 """
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -18,8 +20,9 @@ from common.errors import ConfigError, UserError
 if TYPE_CHECKING:
     from common.adversarial import GANModel
 
-# A training function gets the validated values, the hyperparameters file they came from and the results folder.
-TrainFunction = Callable[[dict, Path, Path], None]
+# A training function gets the validated values, the hyperparameters file they came from, the results folder,
+# and whether to resume the run saved there.
+TrainFunction = Callable[[dict, Path, Path, bool], None]
 # A sampling function gets the parsed command line, the validated values and the results folder.
 SampleFunction = Callable[[argparse.Namespace, dict, Path], None]
 
@@ -41,11 +44,13 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
         hyperparameters, _ = load_hyperparameters(hyperparameters_file, arguments.overrides)
         results = script.parent / f"results_{hyperparameters['DATASET_NAME']}"
         if sample is not None and (arguments.generate is not None or arguments.interpolate):
+            if arguments.resume:
+                raise ConfigError("--resume applies only to training, not with --generate or --interpolate")
             sample(arguments, hyperparameters, results)
         else:
             if sample is not None:
                 reject_sampling_options(arguments)
-            train(hyperparameters, hyperparameters_file, results)
+            train(hyperparameters, hyperparameters_file, results, arguments.resume)
     except UserError as error:
         print(f"{script.name}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_status)
@@ -53,11 +58,7 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
         # A second Ctrl-C or SIGTERM while this message is written ends the process at once.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        checkpoint = results / "checkpoint.pt" if results else None
-        if checkpoint and checkpoint.exists():
-            print(f"\n{script.name}: interrupted; {checkpoint} keeps the last finished epoch", file=sys.stderr)
-        else:
-            print(f"\n{script.name}: interrupted before an epoch finished, so no checkpoint was written", file=sys.stderr)
+        print(f"\n{script.name}: {interruption_message(script, results, sys.argv[1:])}", file=sys.stderr)
         sys.exit(143 if isinstance(interruption, Terminated) else 130)
     except BrokenPipeError:  # output piped into a reader that stopped early, as in `--help | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit raises nothing more
@@ -70,6 +71,21 @@ class Terminated(KeyboardInterrupt):
 
 def raise_terminated(signal_number, frame) -> None:
     raise Terminated
+
+
+def interruption_message(script: Path, results: Path | None, arguments: list[str]) -> str:
+    """Say what an interrupted run kept and how to resume it."""
+    checkpoint = results / "checkpoint.pt" if results else None
+    if checkpoint is None or not checkpoint.exists():
+        return "interrupted before an epoch finished, so no checkpoint was written"
+    from common.checkpoints import load_checkpoint
+
+    try:
+        epoch = f"epoch {load_checkpoint(checkpoint)['epoch']}"
+    except Exception:  # noqa: BLE001 - the message must not fail on a checkpoint of another version
+        epoch = "finished epoch"
+    command = shlex.join(["python3", script.name, "--resume", *(argument for argument in arguments if argument != "--resume")])
+    return f"interrupted; {checkpoint} keeps the last {epoch}; continue with: {command}"
 
 
 def reject_sampling_options(arguments: argparse.Namespace) -> None:
@@ -108,6 +124,12 @@ def build_parser(program: str, description: str, hyperparameters_file: Path, sam
         metavar="NAME=VALUE",
         help="override a hyperparameter for this run; VALUE is read as a Python literal (a bare word is a string)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in results_<DATASET_NAME>/checkpoint.pt after its last finished epoch; "
+        "give the same hyperparameters, except NB_EPOCH, which may grow",
+    )
     if sampling:
         group = parser.add_argument_group("sampling from a trained model (no training, no dataset needed)")
         group.add_argument("--generate", type=positive_int, metavar="N", help="write a grid and N single PNG images into results_<DATASET_NAME>/generated/")
@@ -126,10 +148,10 @@ def run_gan_script(script_file: str, description: str, load_model: Callable[[], 
     valid, so that --help and hyperparameter errors return without loading torch.
     """
 
-    def train(hyperparameters: dict, hyperparameters_file: Path, results: Path) -> None:
+    def train(hyperparameters: dict, hyperparameters_file: Path, results: Path, resume: bool) -> None:
         from common.adversarial import train_gan
 
-        train_gan(load_model(), hyperparameters, hyperparameters_file, results)
+        train_gan(load_model(), hyperparameters, hyperparameters_file, results, resume)
 
     def sample(arguments: argparse.Namespace, hyperparameters: dict, results: Path) -> None:
         from common.sampling import sample_gan

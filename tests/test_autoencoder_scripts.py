@@ -175,7 +175,7 @@ def test_diverging_run_stops_with_one_line(trained):
     result = run(["VAE.py", *arguments], cwd=trained / "VAE", expected_status=1)
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("VAE.py: error: VAE: the training loss became ")
+    assert result.stderr.startswith("VAE.py: error: VAE: the train loss became ")
     assert "at epoch 1, iteration " in result.stderr
     assert "no checkpoint was saved yet. Try a lower LEARNING_RATE" in result.stderr
 

@@ -200,7 +200,7 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, mnist):
     with pytest.raises(UserError) as raised:
         train_autoencoder("VAE", build_model, hyperparameters, hyperparameters_file, results, fit_code_distribution=False)
     assert str(raised.value) == (
-        f"VAE: the training loss became nan at epoch 2, iteration 2; the last good checkpoint is {results / 'checkpoint.pt'}. "
+        f"VAE: the train loss became nan at epoch 2, iteration 2; the last good checkpoint is {results / 'checkpoint.pt'}. "
         "Try a lower LEARNING_RATE"
     )
 

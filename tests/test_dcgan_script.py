@@ -2,10 +2,8 @@
 
 import csv
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -79,28 +77,6 @@ def test_root_run_same_folder_and_moves_old(repository):
     earlier = [path for path in (repository / "DCGAN").iterdir() if path.name.startswith("results_MNIST_")]
     assert len(earlier) == 1
     assert "PACKING = 1" in (earlier[0] / "hyperparameters.py").read_text()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_keeps_last_checkpoint(repository, signal_number, status):
-    results = repository / "DCGAN" / "results_MNIST"
-    process = subprocess.Popen(
-        [sys.executable, "DCGAN.py", *QUICK_RUN, "NB_EPOCH=200"],
-        cwd=repository / "DCGAN", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (results / "checkpoint.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal_number)
-    _, stderr = process.communicate(timeout=60)
-
-    assert process.returncode == status
-    assert "Traceback" not in stderr
-    assert f"DCGAN.py: interrupted; {results / 'checkpoint.pt'} keeps the last finished epoch" in stderr
-    checkpoint = torch.load(results / "checkpoint.pt", weights_only=True)
-    assert checkpoint["epoch"] >= 1
-    assert not list(results.glob(".checkpoint.pt.*.tmp"))
 
 
 @pytest.mark.slow

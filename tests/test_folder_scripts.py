@@ -72,7 +72,7 @@ def test_few_images_and_batch_of_one(isolated_repository, tmp_path):
     script = isolated_repository / "DCGAN" / "DCGAN.py"
     run_script(script, *QUICK_RUN, "DATASET_NAME=FOLDER", f"DATASET_PATH={folder}", "MINIBATCH_SIZE=64")
     checkpoint = torch.load(isolated_repository / "DCGAN" / "results_FOLDER" / "checkpoint.pt", weights_only=True)
-    assert len(checkpoint["history"]["iteration"]["generator"]) == 1  # one batch of all 5 images
+    assert len(checkpoint["history"]["iteration"]["generator loss"]) == 1  # one batch of all 5 images
 
     for index in range(5, 40):
         blob(COLOURS[index % 4]).save(folder / f"{index}.png")
@@ -80,7 +80,7 @@ def test_few_images_and_batch_of_one(isolated_repository, tmp_path):
     # A batch size one below the training set leaves a last batch of one, which batch norm cannot train on.
     run_script(script, *QUICK_RUN, "DATASET_NAME=FOLDER", f"DATASET_PATH={folder}", f"MINIBATCH_SIZE={train_count - 1}")
     checkpoint = torch.load(isolated_repository / "DCGAN" / "results_FOLDER" / "checkpoint.pt", weights_only=True)
-    assert len(checkpoint["history"]["iteration"]["generator"]) == 1
+    assert len(checkpoint["history"]["iteration"]["generator loss"]) == 1
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from common.adversarial import check_finite
+from common.adversarial import GANTraining
 from common.errors import UserError
 from common.training import check_finite_losses
 
@@ -31,5 +31,5 @@ def test_gan_message_unchanged(tmp_path):
     losses = torch.zeros(3, 2)
     losses[1, 1] = math.nan
     with pytest.raises(UserError) as raised:
-        check_finite(losses, "DCGAN", 3, 6, tmp_path)
+        check_finite_losses(losses, GANTraining.loss_names, "DCGAN", 3, 6, tmp_path)
     assert str(raised.value) == "DCGAN: the generator loss became nan at epoch 3, iteration 7; no checkpoint was saved yet. Try a lower LEARNING_RATE"
