@@ -184,28 +184,38 @@ class BatchLoader:
     """Yield shuffled batches of a uint8 image tensor as float tensors in [-1, 1] on `device`.
 
     The last incomplete batch of an epoch is dropped, so batch norm never gets a batch of one.
-    A set smaller than one batch is served whole as a single batch.
+    A set smaller than one batch is served whole as a single batch. With `world_size` processes
+    (under torchrun), every process draws the same shuffled order and takes shard `rank` of it,
+    so the shards of an epoch never overlap; each process's batches hold `batch_size` images.
     """
 
-    def __init__(self, image_set: ImageSet, batch_size: int, device: torch.device, seed: int):
+    def __init__(self, image_set: ImageSet, batch_size: int, device: torch.device, seed: int, rank: int = 0, world_size: int = 1):
         count = len(image_set.images)
-        if count < 2:
-            raise UserError(f"the training set has {count} image(s); at least 2 are needed")
+        if count < 2 * world_size:
+            processes = f" for {world_size} processes" if world_size > 1 else ""
+            raise UserError(f"the training set has {count} image(s); at least {2 * world_size} are needed{processes}")
         # The whole uint8 set lives on the device (61 MB for MNIST at 32 px), so batches never cross the bus.
         self.images = image_set.images.to(device)
         self.labels = image_set.labels.to(device)
-        self.batch_size = min(batch_size, count)
+        self.rank, self.world_size = rank, world_size
+        self.shard_size = count // world_size
+        self.batch_size = min(batch_size, self.shard_size)
         self.device = device
         self.shuffle_generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.images) // self.batch_size
+        return self.shard_size // self.batch_size
+
+    def epoch_indices(self) -> torch.Tensor:
+        """Shuffle for the next epoch and return the indices of this process's shard, in order."""
+        order = torch.randperm(len(self.images), generator=self.shuffle_generator)
+        return order[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
 
     def __iter__(self):
-        order = torch.randperm(len(self.images), generator=self.shuffle_generator).to(self.device)
+        indices = self.epoch_indices().to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            indices = order[start : start + self.batch_size]
-            yield to_signed_float(self.images[indices]), self.labels[indices]
+            batch = indices[start : start + self.batch_size]
+            yield to_signed_float(self.images[batch]), self.labels[batch]
 
 
 def to_signed_float(images: torch.Tensor) -> torch.Tensor:
