@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common import distributed
 from common.data import BatchLoader, ImageSet, load_dataset
 from common.errors import ConfigError
 from common.outputs import save_grid, save_labelled_grid, save_progress_gif
-from common.runtime import select_device
-from common.training import EpochSummary, open_results_folder, start_run, train_epochs
+from common.training import EpochSummary, describe_devices, open_results_folder, start_run, train_epochs
 
 # A score loss compares the discriminator's raw scores with per-sample targets and returns a scalar.
 ScoreLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -44,6 +44,9 @@ class AdversarialTrainer:
     def __init__(self, model: GANModel, generator: nn.Module, discriminator: nn.Module, hyperparameters: dict, device: torch.device):
         self.generator = generator.to(device)
         self.discriminator = discriminator.to(device)
+        # The updates run through these; under torchrun they are DistributedDataParallel wrappers that average gradients.
+        self.generator_update = distributed.wrap(self.generator)
+        self.discriminator_update = distributed.wrap(self.discriminator)
         self.score_loss = model.score_loss
         self.label_count = hyperparameters["NUMBER_LABELS"] if model.conditional else None
         self.device = device
@@ -65,11 +68,10 @@ class AdversarialTrainer:
             return None
         return torch.randint(0, self.label_count, (count,), device=self.device)
 
-    def run_generator(self, latent: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.generator(latent) if labels is None else self.generator(latent, labels)
-
-    def run_discriminator(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.discriminator(images) if labels is None else self.discriminator(images, labels)
+    @staticmethod
+    def run(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Run a network on its inputs, with the class labels as second argument for a conditional model."""
+        return network(inputs) if labels is None else network(inputs, labels)
 
     def targets(self, count: int, real: bool) -> torch.Tensor:
         """Return the discriminator's targets: 1 for real and 0 for fake, or soft values drawn uniformly when smoothing is on."""
@@ -85,9 +87,9 @@ class AdversarialTrainer:
             real_labels = None
         fake_labels = self.sample_labels(count)
         with torch.no_grad():
-            fake_images = self.run_generator(self.sample_latent(count), fake_labels)
-        real_scores = self.run_discriminator(real_images, real_labels)
-        fake_scores = self.run_discriminator(fake_images, fake_labels)
+            fake_images = self.run(self.generator, self.sample_latent(count), fake_labels)
+        real_scores = self.run(self.discriminator_update, real_images, real_labels)
+        fake_scores = self.run(self.discriminator_update, fake_images, fake_labels)
         loss = self.score_loss(real_scores, self.targets(len(real_scores), real=True))
         loss = loss + self.score_loss(fake_scores, self.targets(len(fake_scores), real=False))
 
@@ -99,9 +101,10 @@ class AdversarialTrainer:
     def generator_step(self, count: int) -> torch.Tensor:
         """Update the generator so the discriminator scores its images as real (target 1, never smoothed)."""
         # Gradients flow through the discriminator but its weights need none, which saves a third of its backward pass.
+        # It runs unwrapped, because DistributedDataParallel expects a gradient for every weight it wraps.
         self.discriminator.requires_grad_(False)
         labels = self.sample_labels(count)
-        scores = self.run_discriminator(self.run_generator(self.sample_latent(count), labels), labels)
+        scores = self.run(self.discriminator, self.run(self.generator_update, self.sample_latent(count), labels), labels)
         loss = self.score_loss(scores, torch.ones_like(scores))
 
         self.generator_optimizer.zero_grad(set_to_none=True)
@@ -120,7 +123,7 @@ class AdversarialTrainer:
     def generate(self, latent: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Generate images in evaluation mode (batch norm running statistics, no dropout)."""
         self.generator.eval()
-        images = self.run_generator(latent, labels)
+        images = self.run(self.generator, latent, labels)
         self.generator.train()
         return images
 
@@ -173,6 +176,7 @@ class GANTraining:
     def __init__(self, model: GANModel, trainer: AdversarialTrainer, grid: SampleGrid, image_channels: int, class_names: list[str]):
         self.name = model.name
         self.trainer = trainer
+        self.networks = {"generator": trainer.generator, "discriminator": trainer.discriminator}
         self.grid = grid
         self.image_channels = image_channels
         self.class_names = class_names
@@ -205,11 +209,10 @@ class GANTraining:
 
 def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path, results: Path, resume: bool = False) -> None:
     """Train a GAN for NB_EPOCH epochs, or resume its run, writing grids, plots, metrics and checkpoints into `results`."""
-    hyperparameters, checkpoint = start_run(model.name, hyperparameters, results, resume)
-    device = select_device(hyperparameters["DEVICE"])
+    hyperparameters, checkpoint, device = start_run(model.name, hyperparameters, results, resume)
     train_set = load_training_set(hyperparameters)
     check_labels(model, train_set, hyperparameters)
-    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, hyperparameters["SEED"])
+    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, hyperparameters["SEED"], distributed.rank(), distributed.world_size())
     if loader.batch_size // hyperparameters["PACKING"] < 2:
         raise ConfigError(
             f"the training set has {len(train_set.images)} images, too few for PACKING={hyperparameters['PACKING']}: "
@@ -223,7 +226,7 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     open_results_folder(results, hyperparameters_file, hyperparameters, checkpoint)
     action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
     print(
-        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {device}, "
+        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {describe_devices(device)}, "
         f"seed {hyperparameters['SEED']}, results in {results}"
     )
     train_epochs(GANTraining(model, trainer, grid, image_channels, train_set.class_names), loader, hyperparameters, results, checkpoint)

@@ -24,13 +24,13 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 from torchvision.transforms.functional import to_pil_image
 
+from common import distributed
 from common.data import BatchLoader, ImageSet, load_dataset, to_signed_float
 from common.errors import UserError
 from common.networks import initialise_weights
 from common.outputs import save_grid, save_progress_gif
-from common.runtime import select_device
 from common.sampling import check_requested_sizes, load_model_checkpoint, prepare_generated_folder, spherical_path
-from common.training import EpochSummary, open_results_folder, start_run, train_epochs
+from common.training import EpochSummary, describe_devices, open_results_folder, start_run, train_epochs
 
 # A model builder gets the hyperparameters and the image channel count and returns an untrained model.
 ModelBuilder = Callable[[dict, int], nn.Module]
@@ -116,6 +116,17 @@ def first_images(image_set: ImageSet, limit: int | None) -> ImageSet:
     return ImageSet(image_set.images[:limit], image_set.labels[:limit], image_set.class_names)
 
 
+class LossOf(nn.Module):
+    """A module whose forward is the model's `losses`, the call that DistributedDataParallel must wrap."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.losses(images)
+
+
 class AutoencodingTraining:
     """An autoencoding model's part in the shared epoch loop of common.training.
 
@@ -127,6 +138,9 @@ class AutoencodingTraining:
     def __init__(self, name: str, model: nn.Module, hyperparameters: dict, train_set: ImageSet, test_set: ImageSet, device: torch.device, fit_code_distribution: bool):
         self.name = name
         self.model = model
+        self.networks = {"model": model}
+        # The loss runs through this; under torchrun it is a DistributedDataParallel wrapper that averages gradients.
+        self.loss_update = distributed.wrap(LossOf(model))
         self.loss_names = [f"train {name}" for name in model.loss_names]
         self.optimizer = torch.optim.Adam(model.parameters(), lr=hyperparameters["LEARNING_RATE"])
         self.train_set, self.test_set = train_set, test_set
@@ -138,7 +152,7 @@ class AutoencodingTraining:
         self.distribution = CodeDistribution.standard(model.code_size)
 
     def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        losses = self.model.losses(to_unit_range(images))
+        losses = self.loss_update(to_unit_range(images))
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizer.step()
@@ -185,10 +199,9 @@ def train_autoencoder(
     model_name: str, build_model: ModelBuilder, hyperparameters: dict, hyperparameters_file: Path, results: Path, fit_code_distribution: bool, resume: bool = False
 ) -> None:
     """Train an autoencoding model for NB_EPOCH epochs, or resume its run, writing grids, plots, metrics and checkpoints into `results`."""
-    hyperparameters, checkpoint = start_run(model_name, hyperparameters, results, resume)
-    device = select_device(hyperparameters["DEVICE"])
+    hyperparameters, checkpoint, device = start_run(model_name, hyperparameters, results, resume)
     train_set, test_set = load_datasets(hyperparameters)
-    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, hyperparameters["SEED"])
+    loader = BatchLoader(train_set, hyperparameters["MINIBATCH_SIZE"], device, hyperparameters["SEED"], distributed.rank(), distributed.world_size())
     model = build_model(hyperparameters, train_set.images.shape[1])
     initialise_weights(model, hyperparameters["WEIGHTS_MEAN"], hyperparameters["WEIGHTS_STD"])
     task = AutoencodingTraining(model_name, model.to(device), hyperparameters, train_set, test_set, device, fit_code_distribution)
@@ -197,7 +210,7 @@ def train_autoencoder(
     action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
     print(
         f"{model_name}: {action} on {len(train_set.images)} training and {len(test_set.images)} test {hyperparameters['DATASET_NAME']} images "
-        f"on {device}, seed {hyperparameters['SEED']}, results in {results}"
+        f"on {describe_devices(device)}, seed {hyperparameters['SEED']}, results in {results}"
     )
     train_epochs(task, loader, hyperparameters, results, checkpoint)
     print(f"done: grids, plots and networks are in {results}")

@@ -37,6 +37,9 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
     hyperparameters_file = script.parent / "hyperparameters.py"
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file as they happen, not at exit
     signal.signal(signal.SIGTERM, raise_terminated)
+    worker = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 logs
+    if worker > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open for the life of the process
     results = None
     try:
         parser = build_parser(script.name, description, hyperparameters_file, sampling=sample is not None, conditional=conditional)
@@ -52,17 +55,50 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
                 reject_sampling_options(arguments)
             train(hyperparameters, hyperparameters_file, results, arguments.resume)
     except UserError as error:
-        print(f"{script.name}: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_status)
+        fail(script, str(error), error.exit_status, worker)
     except KeyboardInterrupt as interruption:
         # A second Ctrl-C or SIGTERM while this message is written ends the process at once.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        print(f"\n{script.name}: {interruption_message(script, results, sys.argv[1:])}", file=sys.stderr)
+        report = other_rank_failure()  # torchrun stops the other ranks when one fails
+        if report:
+            fail(script, report, 1, worker)
+        if worker == 0:
+            print(f"\n{script.name}: {interruption_message(script, results, sys.argv[1:])}", file=sys.stderr)
         sys.exit(143 if isinstance(interruption, Terminated) else 130)
+    except Exception:
+        # Under torchrun, a process whose peer failed gets an error from the collective it was waiting in:
+        # report the peer's failure instead of that error's traceback.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        report = other_rank_failure()
+        if not report:
+            raise
+        fail(script, report, 1, worker)
     except BrokenPipeError:  # output piped into a reader that stopped early, as in `--help | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit raises nothing more
         sys.exit(1)
+
+
+def fail(script: Path, message: str, status: int, worker: int) -> None:
+    """Exit with `status` after one error line; under torchrun, rank 0 prints it and the other ranks leave it in the store for rank 0."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun stopping this process must not cut the message short
+    if worker > 0:
+        from common.distributed import report_failure
+
+        report_failure(message)
+    else:
+        print(f"{script.name}: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def other_rank_failure() -> str | None:
+    """Return what made another torchrun process stop, or None when running alone or when no process failed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    from common.distributed import failure_report
+
+    report = failure_report()
+    return f"the run stopped because {report}" if report else None
 
 
 class Terminated(KeyboardInterrupt):
@@ -84,7 +120,10 @@ def interruption_message(script: Path, results: Path | None, arguments: list[str
         epoch = f"epoch {load_checkpoint(checkpoint)['epoch']}"
     except Exception:  # noqa: BLE001 - the message must not fail on a checkpoint of another version
         epoch = "finished epoch"
-    command = shlex.join(["python3", script.name, "--resume", *(argument for argument in arguments if argument != "--resume")])
+    launcher = ["python3"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"]
+    command = shlex.join([*launcher, script.name, "--resume", *(argument for argument in arguments if argument != "--resume")])
     return f"interrupted; {checkpoint} keeps the last {epoch}; continue with: {command}"
 
 

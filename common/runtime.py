@@ -1,5 +1,6 @@
 """Device choice and seeding."""
 
+import os
 import random
 
 import numpy as np
@@ -9,7 +10,14 @@ from common.errors import ConfigError
 
 
 def select_device(name: str) -> torch.device:
-    """Resolve the DEVICE hyperparameter: "auto" picks CUDA, then Apple MPS, then the CPU."""
+    """Resolve the DEVICE hyperparameter: "auto" picks CUDA, then Apple MPS, then the CPU.
+
+    Under torchrun, "auto" and "cuda" give each process the GPU of its LOCAL_RANK.
+    """
+    local_rank = os.environ.get("LOCAL_RANK")
+    if name in ("auto", "cuda") and local_rank is not None and torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank))
+        return torch.device("cuda", int(local_rank))
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -34,11 +42,11 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def seed_everything(seed: int | None) -> int:
-    """Seed Python, numpy and torch; a `seed` of None draws a fresh one. Return the seed used."""
+def seed_everything(seed: int | None, offset: int = 0) -> int:
+    """Seed Python, numpy and torch with `seed` + `offset`; a `seed` of None draws a fresh one. Return `seed`."""
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+    random.seed(seed + offset)
+    np.random.seed(seed + offset)
+    torch.manual_seed(seed + offset)  # also seeds every CUDA device
     return seed

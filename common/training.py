@@ -17,14 +17,16 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from common import distributed
 from common.checkpoints import load_checkpoint, save_atomically
 from common.config import write_hyperparameters
 from common.data import BatchLoader
 from common.errors import ConfigError, UserError
 from common.outputs import append_metrics_row, prepare_results_folder, reporting_write_errors, save_loss_plot
-from common.runtime import seed_everything
+from common.runtime import seed_everything, select_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Hyperparameters that may differ between a run and its resumption: the length of the run and where it runs.
@@ -45,6 +47,7 @@ class TrainingTask(Protocol):
 
     name: str  # the model's name, written into checkpoints and messages
     loss_names: list[str]  # the losses train_iteration returns, in order
+    networks: dict[str, nn.Module]  # the trained networks by name, unwrapped
 
     def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Train on one batch of images in [-1, 1]; return its losses as a 1-D tensor."""
@@ -61,18 +64,28 @@ class TrainingTask(Protocol):
         """Write the files of a finished run."""
 
 
-def start_run(model_name: str, hyperparameters: dict, results: Path, resume: bool) -> tuple[dict, dict | None]:
-    """Return the run's hyperparameters, with its seed, and the checkpoint it resumes from (None for a new run).
+def start_run(model_name: str, hyperparameters: dict, results: Path, resume: bool) -> tuple[dict, dict | None, torch.device]:
+    """Return the run's hyperparameters, with its seed, the checkpoint it resumes from (None for a new run) and its device.
 
     A resumed run keeps the checkpoint's hyperparameters; only those in RESUMABLE_CHANGES may
-    differ from the current ones. Python, numpy and torch are seeded with SEED.
+    differ from the current ones. Under torchrun this joins the process group. Python, numpy
+    and torch are seeded with SEED plus the rank, so that each process draws its own latent
+    vectors, while the data order comes from SEED alone (see BatchLoader).
     """
     checkpoint = None
     if resume:
         checkpoint = load_resumable_checkpoint(results / CHECKPOINT_NAME, model_name)
         hyperparameters = resumed_hyperparameters(results / CHECKPOINT_NAME, checkpoint, hyperparameters)
-    seed = seed_everything(hyperparameters["SEED"])
-    return {**hyperparameters, "SEED": seed}, checkpoint  # a drawn seed is saved, so the run can be repeated
+    device = select_device(hyperparameters["DEVICE"])
+    distributed.start(device)
+    seed = seed_everything(hyperparameters["SEED"], offset=distributed.rank())
+    return {**hyperparameters, "SEED": seed}, checkpoint, device  # a drawn seed is saved, so the run can be repeated
+
+
+def describe_devices(device: torch.device) -> str:
+    """Name the device, and under torchrun the number of processes: "cpu", "2 processes on cpu"."""
+    count = distributed.world_size()
+    return f"{count} processes on {device.type}" if count > 1 else str(device)
 
 
 def load_resumable_checkpoint(path: Path, model_name: str) -> dict:
@@ -124,6 +137,8 @@ def open_results_folder(results: Path, hyperparameters_file: Path, hyperparamete
     partial checkpoints of a killed process, and drops the metrics.csv rows of epochs after its
     checkpoint, which the resumed run writes again.
     """
+    if not distributed.is_main_process():
+        return
     if checkpoint is None:
         moved_to = prepare_results_folder(results)
         if moved_to:
@@ -155,7 +170,11 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
 
 
 def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict, results: Path, checkpoint: dict | None) -> None:
-    """Train from the epoch after `checkpoint` (or the first) to NB_EPOCH, saving a checkpoint after each epoch."""
+    """Train from the epoch after `checkpoint` (or the first) to NB_EPOCH, saving a checkpoint after each epoch.
+
+    Under torchrun every rank trains, the logged losses are averaged over the ranks, and only
+    rank 0 writes grids, plots, metrics.csv and checkpoints.
+    """
     history = {"epoch": {}, "iteration": {}}
     first_epoch = 1
     if checkpoint is not None:
@@ -163,13 +182,19 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
         history = checkpoint["history"]
         first_epoch = checkpoint["epoch"] + 1
         set_random_state(checkpoint["random_state"], loader)
+        if distributed.rank() > 0:  # the checkpoint has rank 0's generators; the other ranks draw their own latent vectors
+            torch.manual_seed(hyperparameters["SEED"] + distributed.rank() + 1000 * first_epoch)
 
     epochs = hyperparameters["NB_EPOCH"]
+    main = distributed.is_main_process()
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         losses, first_batch = train_epoch(task, loader, epoch, epochs, results)
         seconds = time.perf_counter() - started
-        images_per_second = len(loader) * loader.batch_size / seconds
+        images_per_second = len(loader) * loader.batch_size * distributed.world_size() / seconds
+        distributed.check_replicas_identical(task.networks, epoch)
+        if not main:
+            continue
 
         for index, name in enumerate(task.loss_names):
             history["iteration"].setdefault(name, []).extend(losses[:, index].tolist())
@@ -196,8 +221,9 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
         }, results / CHECKPOINT_NAME)
         tqdm.write(f"epoch {epoch}/{epochs}: {summary.text}, {seconds:.1f} s, {images_per_second:.0f} images/s")
 
-    with reporting_write_errors(results):
-        task.finish(results, epochs)
+    if main:
+        with reporting_write_errors(results):
+            task.finish(results, epochs)
 
 
 def train_epoch(task: TrainingTask, loader: BatchLoader, epoch: int, epochs: int, results: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,18 +235,20 @@ def train_epoch(task: TrainingTask, loader: BatchLoader, epoch: int, epochs: int
     first_batch = None
     started = time.perf_counter()
     # disable=None hides the bar when stderr is no terminal (a log file, CI), leaving the one line per epoch.
-    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    # Under torchrun only rank 0 shows it.
+    disable = None if distributed.is_main_process() else True
+    progress = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, disable=disable)
     for iteration, (images, labels) in enumerate(progress, start=1):
         if first_batch is None:
             first_batch = images
         losses.append(task.train_iteration(images, labels))
         if iteration % 20 == 0 or iteration == len(loader):
-            recent = torch.stack(losses[-20:])
+            recent = distributed.average(torch.stack(losses[-20:]))  # so every rank stops together on a NaN
             check_finite_losses(recent, task.loss_names, task.name, epoch, iteration - len(recent) + 1, results)
             rate = iteration * loader.batch_size / (time.perf_counter() - started)
             recent_means = "  ".join(f"{name} {value:.3f}" for name, value in zip(task.loss_names[:2], recent.mean(0).tolist()))
             progress.set_postfix_str(f"{recent_means}  {rate:.0f} img/s")
-    return torch.stack(losses).cpu(), first_batch
+    return distributed.average(torch.stack(losses)).cpu(), first_batch
 
 
 def column_name(name: str) -> str:
