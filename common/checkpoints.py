@@ -33,3 +33,12 @@ def save_atomically(content: dict, path: Path) -> None:
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint onto the CPU; it holds only tensors and plain Python values."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def describe_load_error(error: Exception) -> str:
+    """Describe why torch.load failed on a file, in a few words rather than torch's long advice."""
+    if isinstance(error, FileNotFoundError):
+        return "the file is missing"
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return f"the file is damaged or not a checkpoint ({type(error).__name__})"

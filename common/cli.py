@@ -8,13 +8,14 @@
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.config import describe_hyperparameters, load_hyperparameters, read_hyperparameters
+from common.config import RULES, describe_hyperparameters, load_hyperparameters, read_hyperparameters
 from common.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
     worker = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 logs
     if worker > 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open for the life of the process
-    results = None
     try:
         parser = build_parser(script.name, description, hyperparameters_file, sampling=sample is not None, conditional=conditional)
         arguments = parser.parse_args()
@@ -56,6 +56,12 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
             train(hyperparameters, hyperparameters_file, results, arguments.resume)
     except UserError as error:
         fail(script, str(error), error.exit_status, worker)
+    except KeyError as error:
+        name = error.args[0] if error.args else None
+        if name not in RULES:
+            raise
+        # A line deleted from hyperparameters.py: the code needs every hyperparameter of its model.
+        fail(script, f"missing hyperparameter {name} in {hyperparameters_file}: add its line back (see the README for its default)", 2, worker)
     except KeyboardInterrupt as interruption:
         # A second Ctrl-C or SIGTERM while this message is written ends the process at once.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -64,7 +70,7 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
         if report:
             fail(script, report, 1, worker)
         if worker == 0:
-            print(f"\n{script.name}: {interruption_message(script, results, sys.argv[1:])}", file=sys.stderr)
+            print(f"\n{script.name}: {interruption_message(sys.argv[1:])}", file=sys.stderr)
         sys.exit(143 if isinstance(interruption, Terminated) else 130)
     except Exception:
         # Under torchrun, a process whose peer failed gets an error from the collective it was waiting in:
@@ -109,22 +115,29 @@ def raise_terminated(signal_number, frame) -> None:
     raise Terminated
 
 
-def interruption_message(script: Path, results: Path | None, arguments: list[str]) -> str:
-    """Say what an interrupted run kept and how to resume it."""
-    checkpoint = results / "checkpoint.pt" if results else None
-    if checkpoint is None or not checkpoint.exists():
-        return "interrupted before an epoch finished, so no checkpoint was written"
-    from common.checkpoints import load_checkpoint
+def interruption_message(arguments: list[str]) -> str:
+    """Say what an interrupted run kept and how to resume it.
 
-    try:
-        epoch = f"epoch {load_checkpoint(checkpoint)['epoch']}"
-    except Exception:  # noqa: BLE001 - the message must not fail on a checkpoint of another version
-        epoch = "finished epoch"
-    launcher = ["python3"]
+    The checkpoint is the one this process wrote or resumed from, never an earlier run's. It is
+    read from common.training's record rather than from disk, because torch may be half imported.
+    """
+    training = sys.modules.get("common.training")
+    checkpoint = getattr(training, "progress", None) and training.progress.checkpoint
+    if not checkpoint:
+        return "interrupted before an epoch finished, so no checkpoint was written"
+    launcher = [python_command()]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"]
-    command = shlex.join([*launcher, script.name, "--resume", *(argument for argument in arguments if argument != "--resume")])
-    return f"interrupted; {checkpoint} keeps the last {epoch}; continue with: {command}"
+    command = shlex.join([*launcher, sys.argv[0], "--resume", *(argument for argument in arguments if argument != "--resume")])
+    return f"interrupted; {checkpoint} keeps the last finished epoch, {training.progress.epoch}; continue with: {command}"
+
+
+def python_command() -> str:
+    """Return "python3" when it starts this interpreter, else this interpreter's path (a virtual environment not activated)."""
+    on_path = shutil.which("python3")
+    if on_path and Path(on_path).resolve() == Path(sys.executable).resolve():
+        return "python3"
+    return sys.executable
 
 
 def reject_sampling_options(arguments: argparse.Namespace) -> None:

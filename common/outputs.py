@@ -91,7 +91,7 @@ def save_labelled_grid(images: torch.Tensor, path: Path, columns: int, row_names
 
 def append_metrics_row(path: Path, row: dict) -> None:
     """Append one row to a CSV file, writing the header first when the file is new."""
-    is_new = not Path(path).exists()
+    is_new = not Path(path).exists() or Path(path).stat().st_size == 0
     with open(path, "a", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=list(row))
         if is_new:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from common.checkpoints import load_checkpoint
+from common.checkpoints import describe_load_error, load_checkpoint
 from common.errors import ConfigError, UserError
 from common.outputs import prepare_results_folder, save_grid, save_labelled_grid
 from common.runtime import select_device
@@ -69,7 +69,7 @@ def load_model_checkpoint(path: Path, model_name: str) -> dict:
     try:
         checkpoint = load_checkpoint(path)
     except Exception as error:  # noqa: BLE001 - torch.load raises many types for a damaged or foreign file
-        raise UserError(f"cannot load checkpoint {path}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"cannot load checkpoint {path}: {describe_load_error(error)}; pass another one with --checkpoint") from None
     written_by = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if written_by != model_name:
         source = f"{written_by}.py" if written_by else "another program"

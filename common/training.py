@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common import distributed
-from common.checkpoints import load_checkpoint, save_atomically
+from common.checkpoints import describe_load_error, load_checkpoint, save_atomically
 from common.config import write_hyperparameters
 from common.data import BatchLoader
 from common.errors import ConfigError, UserError
@@ -29,6 +29,20 @@ from common.outputs import append_metrics_row, prepare_results_folder, reporting
 from common.runtime import seed_everything, select_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# The keys every resumable checkpoint has, besides the task's own.
+RESUME_KEYS = ("epoch", "history", "hyperparameters", "random_state")
+
+
+@dataclass
+class Progress:
+    """The checkpoint this process wrote or resumed from, for the message printed when it is interrupted."""
+
+    checkpoint: Path | None = None
+    epoch: int = 0
+
+
+# Read by common.cli, which must not import torch to print its interruption message.
+progress = Progress()
 # Hyperparameters that may differ between a run and its resumption: the length of the run and where it runs.
 RESUMABLE_CHANGES = ("NB_EPOCH", "DEVICE")
 
@@ -72,10 +86,14 @@ def start_run(model_name: str, hyperparameters: dict, results: Path, resume: boo
     and torch are seeded with SEED plus the rank, so that each process draws its own latent
     vectors, while the data order comes from SEED alone (see BatchLoader).
     """
+    if hyperparameters.get("DATASET_PATH") is not None:
+        # Saved absolute, so a run resumed from another working directory reads the same folder.
+        hyperparameters = {**hyperparameters, "DATASET_PATH": str(Path(hyperparameters["DATASET_PATH"]).expanduser().resolve())}
     checkpoint = None
     if resume:
         checkpoint = load_resumable_checkpoint(results / CHECKPOINT_NAME, model_name)
         hyperparameters = resumed_hyperparameters(results / CHECKPOINT_NAME, checkpoint, hyperparameters)
+        progress.checkpoint, progress.epoch = results / CHECKPOINT_NAME, checkpoint["epoch"]
     device = select_device(hyperparameters["DEVICE"])
     distributed.start(device)
     seed = seed_everything(hyperparameters["SEED"], offset=distributed.rank())
@@ -91,18 +109,35 @@ def describe_devices(device: torch.device) -> str:
 def load_resumable_checkpoint(path: Path, model_name: str) -> dict:
     """Load the checkpoint a run resumes from, checking that `model_name` wrote it."""
     if not path.is_file():
-        raise UserError(f"no checkpoint to resume at {path}; train without --resume to start a new run")
+        raise UserError(f"no checkpoint to resume at {path}; {earlier_runs_hint(path.parent)}")
     try:
         checkpoint = load_checkpoint(path)
     except Exception as error:  # noqa: BLE001 - torch.load raises many types for a damaged or foreign file
-        raise UserError(f"cannot resume from {path}: {str(error).splitlines()[0]}; train without --resume to start a new run") from None
+        raise UserError(f"cannot resume from {path}: {describe_load_error(error)}; train without --resume to start a new run") from None
     written_by = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if written_by != model_name:
         source = f"{written_by}.py" if written_by else "another program"
-        raise UserError(f"cannot resume from {path}: it was written by {source}, not {model_name}.py")
-    if "random_state" not in checkpoint:
-        raise UserError(f"cannot resume from {path}: it was written by an older version of this project; train without --resume")
+        raise UserError(f"cannot resume from {path}: it was written by {source}, not {model_name}.py; train without --resume to start a new run")
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise UserError(f"cannot resume from {path}: it has no {', '.join(missing)} (written by an older version?); train without --resume")
     return checkpoint
+
+
+def earlier_runs_hint(results: Path) -> str:
+    """Suggest the earlier runs beside `results` that have a checkpoint, newest first, or starting a new run."""
+    candidates = sorted(
+        (folder for folder in results.parent.glob("results_*") if folder != results and (folder / CHECKPOINT_NAME).is_file()),
+        key=lambda folder: (folder / CHECKPOINT_NAME).stat().st_mtime,
+        reverse=True,
+    )
+    if not candidates:
+        return "train without --resume to start a new run"
+    names = ", ".join(folder.name for folder in candidates[:3])
+    return (
+        f"checkpoints of other runs are in {names}: to resume one, pass its DATASET_NAME, or rename "
+        f"an earlier run's folder back to {results.name}; or train without --resume"
+    )
 
 
 def resumed_hyperparameters(path: Path, checkpoint: dict, current: dict) -> dict:
@@ -154,13 +189,16 @@ def open_results_folder(results: Path, hyperparameters_file: Path, hyperparamete
 
 
 def truncate_metrics(path: Path, last_epoch: int) -> None:
-    """Keep only the metrics.csv rows of epochs up to `last_epoch`."""
+    """Keep only the metrics.csv rows of epochs up to `last_epoch`, dropping rows that are not an epoch's."""
     if not path.exists():
         return
     with open(path, newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
-        fields = reader.fieldnames or []
-        rows = [row for row in reader if int(row["epoch"]) <= last_epoch]
+        fields = reader.fieldnames
+        rows = [row for row in reader if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= last_epoch]
+    if not fields or "epoch" not in fields:  # empty or not a metrics file: the resumed run starts a new one
+        path.unlink()
+        return
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=fields)
@@ -219,6 +257,7 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
             "hyperparameters": hyperparameters,
             "random_state": get_random_state(loader),
         }, results / CHECKPOINT_NAME)
+        progress.checkpoint, progress.epoch = results / CHECKPOINT_NAME, epoch
         tqdm.write(f"epoch {epoch}/{epochs}: {summary.text}, {seconds:.1f} s, {images_per_second:.0f} images/s")
 
     if main:

@@ -15,6 +15,7 @@ import torch
 
 from common.config import load_hyperparameters
 from common.errors import ConfigError, UserError
+from common.training import load_resumable_checkpoint, start_run
 from tests.conftest import MODEL_FOLDERS, run_script
 
 # A tiny run: 3 iterations an epoch on real MNIST, small networks.
@@ -126,6 +127,7 @@ def test_resume_drops_metrics_of_unsaved_epochs(repository):
     # An interruption between writing the epoch 2 row and its checkpoint leaves a row with no checkpoint.
     with open(results / "metrics.csv", "a") as file:
         file.write("2" + ",0" * 7 + "\n")
+        file.write("hello world\n")
     (results / ".checkpoint.pt.12345.tmp").write_bytes(b"partial")
     train(folder, results, ["NB_EPOCH=2"], resume=True)
     rows = loss_columns(results / "metrics.csv")
@@ -152,7 +154,8 @@ def test_signal_then_resume(repository, signal_number, status):
     assert process.returncode == status
     assert "Traceback" not in stderr
     epoch = torch.load(results / "checkpoint.pt", weights_only=True)["epoch"]
-    assert f"DCGAN.py: interrupted; {results / 'checkpoint.pt'} keeps the last epoch {epoch}; continue with: python3 DCGAN.py --resume " in stderr
+    assert f"DCGAN.py: interrupted; {results / 'checkpoint.pt'} keeps the last finished epoch, {epoch}; continue with: " in stderr
+    assert " DCGAN.py --resume " in stderr
     assert not list(results.glob(".checkpoint.pt.*.tmp"))
 
     resumed = run_script(script, "--resume", *TINY_RUN, "MAX_TRAIN_IMAGES=640", f"NB_EPOCH={epoch + 1}")
@@ -197,3 +200,55 @@ def test_sigkill_during_a_large_write_keeps_the_previous_checkpoint(tmp_path):
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["epoch"] == 1
     assert torch.equal(checkpoint["weights"], torch.arange(10.0))
+
+
+@pytest.mark.slow
+def test_early_interruption_names_no_earlier_checkpoint(repository):
+    script = repository / "DCGAN" / "DCGAN.py"
+    run_script(script, *TINY_RUN, "NB_EPOCH=1")  # an earlier run, with a checkpoint
+    process = subprocess.Popen(
+        [sys.executable, script.name, *TINY_RUN, "MAX_TRAIN_IMAGES=20000", "NB_EPOCH=1"],
+        cwd=script.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout.readline().startswith("moved the results of an earlier run to ")
+    assert "training on 20000 MNIST images" in process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip() == "DCGAN.py: interrupted before an epoch finished, so no checkpoint was written"
+
+
+@pytest.mark.parametrize(("content", "reason"), [(b"", "damaged or not a checkpoint"), (b"hello", "damaged or not a checkpoint"), (bytes(range(256)) * 20, "damaged or not a checkpoint")])
+def test_damaged_checkpoint_is_one_line(tmp_path, content, reason):
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    with pytest.raises(UserError) as raised:
+        load_resumable_checkpoint(tmp_path / "checkpoint.pt", "DCGAN")
+    assert reason in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert "weights_only" not in str(raised.value)
+
+
+def test_missing_checkpoint_names_earlier_runs(tmp_path):
+    earlier = tmp_path / "results_MNIST_20261204-120000"
+    earlier.mkdir()
+    (earlier / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(UserError) as raised:
+        load_resumable_checkpoint(tmp_path / "results_MNIST" / "checkpoint.pt", "DCGAN")
+    assert "checkpoints of other runs are in results_MNIST_20261204-120000" in str(raised.value)
+    assert "rename an earlier run's folder back to results_MNIST" in str(raised.value)
+
+
+def test_relative_dataset_path_saved_absolute(repository, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hyperparameters, _ = load_hyperparameters(repository / "DCGAN" / "hyperparameters.py", ["DATASET_NAME=FOLDER", "DATASET_PATH=pictures", "SEED=1", "DEVICE=cpu"])
+    resolved, checkpoint, _ = start_run("DCGAN", hyperparameters, tmp_path / "results_FOLDER", resume=False)
+    assert resolved["DATASET_PATH"] == str(tmp_path / "pictures")
+    assert checkpoint is None
+
+
+def test_missing_hyperparameter_line_is_one_line(repository):
+    file = repository / "DCGAN" / "hyperparameters.py"
+    file.write_text("".join(line for line in file.read_text().splitlines(keepends=True) if not line.startswith("PACKING")))
+    result = run_script(repository / "DCGAN" / "DCGAN.py", *TINY_RUN, "NB_EPOCH=1", expect_status=2)
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"DCGAN.py: error: missing hyperparameter PACKING in {file}")
