@@ -6,6 +6,7 @@ import torch
 from common.classifier import RECIPES, check_accuracy, classifier_path, load_classifier, prepare_images, read_classifier
 from common.data import convert_channels, load_images, resize, to_signed_float
 from common.errors import UserError
+from common.metrics import class_accuracy
 
 CPU = torch.device("cpu")
 
@@ -95,6 +96,14 @@ def test_features_are_penultimate_activations(mnist_classifier):
     assert torch.allclose(classifier.feature_extractor(images), features)
     logits = classifier.network.output(features)
     assert torch.equal(logits.argmax(1), classifier.predict(images))
+
+
+def test_real_test_accuracy_equals_classifier_accuracy(predictions_on_test_split):
+    classifier, predictions, labels = predictions_on_test_split
+    overall, per_class = class_accuracy(predictions, labels, len(classifier.class_names))
+    assert overall == pytest.approx(classifier.test_accuracy, abs=1e-6)
+    counts = torch.bincount(labels, minlength=len(classifier.class_names)).double()
+    assert (per_class * counts).sum().item() / counts.sum().item() == pytest.approx(overall, abs=1e-9)
 
 
 def test_bad_image_shape_rejected():
