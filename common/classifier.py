@@ -201,7 +201,7 @@ def build_classifier(dataset: str, data_root: Path = DATA_ROOT) -> TrainedClassi
     test_set = load_images(dataset, CLASSIFIER_IMAGE_SIZE, 1, train=False, root=data_root)
     print(
         f"training the {dataset} classifier that measures sample quality, once: {recipe.epochs} epochs on "
-        f"{len(train_set.images):,} images (about a minute on 2 CPU cores)"
+        f"{len(train_set.images):,} images (one to three minutes on a 2-core CPU)"
     )
     started = time.perf_counter()
     with seeded_random_state(SEED):
