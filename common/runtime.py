@@ -2,6 +2,8 @@
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -50,3 +52,18 @@ def seed_everything(seed: int | None, offset: int = 0) -> int:
     np.random.seed(seed + offset)
     torch.manual_seed(seed + offset)  # also seeds every CUDA device
     return seed
+
+
+@contextmanager
+def seeded_random_state(seed: int) -> Iterator[None]:
+    """Run a block under torch.manual_seed(seed), then restore every torch random generator as it was.
+
+    The quality metrics draw their classifier's training order, latent vectors and KID subsets
+    inside this block, in the middle of a training run. They get the same numbers every time, and
+    the run's own random stream goes on as if they had not been drawn.
+    """
+    # fork_rng also restores the generators of the current accelerator's devices (CUDA or Apple MPS),
+    # which torch.manual_seed seeds too. NOTE: only run on the CPU so far.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield

@@ -1,8 +1,12 @@
-"""Shared fixtures: the repository root, real MNIST and Fashion-MNIST, and scratch copies of the model folders."""
+"""Shared fixtures: the repository root, real MNIST and Fashion-MNIST, their classifiers, and scratch copies of the model folders."""
 
+import io
 import shutil
 import subprocess
 import sys
+import time
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,43 @@ def run_script(script: Path, *arguments: str, expect_status: int = 0) -> subproc
     result = subprocess.run([sys.executable, script.name, *arguments], cwd=script.parent, capture_output=True, text=True, timeout=600)
     assert result.returncode == expect_status, result.stderr[-3000:]
     return result
+
+
+@dataclass
+class ClassifierBuild:
+    """A classifier built by a test session: its cache folder, the build's printed output, and what it left behind."""
+
+    folder: Path
+    output: str
+    seconds: float
+    random_state_kept: bool  # whether torch's global random state was the same after the build
+
+
+def build_classifier_in(folder: Path, dataset: str, damaged_file: bool) -> ClassifierBuild:
+    """Build `dataset`'s classifier into an empty `folder`, over a damaged cache file when `damaged_file` is set."""
+    import torch
+
+    from common.classifier import classifier_path, load_classifier
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if damaged_file:
+        classifier_path(dataset, folder).write_bytes(b"PK\x03\x04 truncated")
+    state_before = torch.get_rng_state()
+    output = io.StringIO()
+    started = time.perf_counter()
+    with redirect_stdout(output):
+        load_classifier(dataset, torch.device("cpu"), folder)
+    seconds = time.perf_counter() - started
+    return ClassifierBuild(folder, output.getvalue(), seconds, torch.equal(state_before, torch.get_rng_state()))
+
+
+@pytest.fixture(scope="session")
+def mnist_classifier(tmp_path_factory, mnist):
+    """The MNIST classifier, built once per session in a temporary folder over a damaged cache file."""
+    return build_classifier_in(tmp_path_factory.mktemp("classifiers"), "MNIST", damaged_file=True)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_classifier(tmp_path_factory, fashion_mnist):
+    """The Fashion-MNIST classifier, built once per session in a temporary folder with no cache file."""
+    return build_classifier_in(tmp_path_factory.mktemp("classifiers"), "FASHIONMNIST", damaged_file=False)
