@@ -31,4 +31,6 @@ FAKE_LABEL_SMOOTHING = False  # True draws fake targets uniformly from [0, 0.3] 
 # run
 NB_IMAGE_TO_GENERATE = 8  # sample grids are NB_IMAGE_TO_GENERATE x NB_IMAGE_TO_GENERATE images
 SEED = 0  # seed of every random generator; None picks a fresh one each run
+METRICS_SAMPLES = 10_000  # samples and test images compared by the quality metrics (see the README); 0 turns them off
+METRICS_EVERY = 0  # also measure every N epochs; 0 measures only after the last epoch
 DEVICE = "auto"  # "auto" (CUDA, then Apple MPS, then CPU), or one device such as "cpu" or "cuda:1"

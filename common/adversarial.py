@@ -173,13 +173,15 @@ class GANTraining:
 
     loss_names = ["discriminator loss", "generator loss"]
 
-    def __init__(self, model: GANModel, trainer: AdversarialTrainer, grid: SampleGrid, image_channels: int, class_names: list[str]):
+    def __init__(self, model: GANModel, trainer: AdversarialTrainer, grid: SampleGrid, hyperparameters: dict, train_set: ImageSet):
         self.name = model.name
         self.trainer = trainer
         self.networks = {"generator": trainer.generator, "discriminator": trainer.discriminator}
         self.grid = grid
-        self.image_channels = image_channels
-        self.class_names = class_names
+        self.hyperparameters = hyperparameters
+        self.train_set = train_set
+        self.image_channels = train_set.images.shape[1]
+        self.class_names = train_set.class_names
 
     def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.trainer.train_iteration(images, labels)
@@ -200,6 +202,14 @@ class GANTraining:
     def load_state_dict(self, state: dict) -> None:
         self.trainer.load_state_dict(state)
         self.grid.latent = state["fixed_latent"].to(self.trainer.device)
+
+    def build_evaluator(self):
+        from common.metrics import Evaluator
+
+        return Evaluator(self.hyperparameters, self.trainer.device, load_dataset(self.hyperparameters, train=False), self.train_set)
+
+    def measure(self, evaluator, include_inception: bool) -> dict[str, float]:
+        return measure_generator(self.trainer.generate, self.trainer.generator.latent_size, self.trainer.label_count is not None, evaluator, include_inception)
 
     def finish(self, results: Path, epochs: int) -> None:
         torch.save(self.trainer.generator.state_dict(), results / "generator_end.pt")
@@ -229,8 +239,16 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
         f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {describe_devices(device)}, "
         f"seed {hyperparameters['SEED']}, results in {results}"
     )
-    train_epochs(GANTraining(model, trainer, grid, image_channels, train_set.class_names), loader, hyperparameters, results, checkpoint)
+    train_epochs(GANTraining(model, trainer, grid, hyperparameters, train_set), loader, hyperparameters, results, checkpoint)
     print(f"done: samples, plots and networks are in {results}")
+
+
+def measure_generator(generate: Callable, latent_size: int, conditional: bool, evaluator, include_inception: bool) -> dict[str, float]:
+    """Measure the samples of `generate(latent, labels)` with a common.metrics Evaluator; the evaluator seeds the latent vectors."""
+    device = evaluator.device
+    if conditional:
+        return evaluator.evaluate_conditional(lambda labels: generate(torch.randn(len(labels), latent_size, device=device), labels), include_inception)
+    return evaluator.evaluate(lambda count: generate(torch.randn(count, latent_size, device=device), None), include_inception)
 
 
 def check_labels(model: GANModel, train_set: ImageSet, hyperparameters: dict) -> None:

@@ -29,7 +29,7 @@ from common.data import BatchLoader, ImageSet, load_dataset, to_signed_float
 from common.errors import UserError
 from common.networks import initialise_weights
 from common.outputs import save_grid, save_progress_gif
-from common.sampling import check_requested_sizes, load_model_checkpoint, prepare_generated_folder, spherical_path
+from common.sampling import check_requested_sizes, evaluate_checkpoint, load_model_checkpoint, prepare_generated_folder, spherical_path
 from common.training import EpochSummary, describe_devices, open_results_folder, start_run, train_epochs
 
 # A model builder gets the hyperparameters and the image channel count and returns an untrained model.
@@ -138,6 +138,7 @@ class AutoencodingTraining:
     def __init__(self, name: str, model: nn.Module, hyperparameters: dict, train_set: ImageSet, test_set: ImageSet, device: torch.device, fit_code_distribution: bool):
         self.name = name
         self.model = model
+        self.hyperparameters = hyperparameters
         self.networks = {"model": model}
         # The loss runs through this; under torchrun it is a DistributedDataParallel wrapper that averages gradients.
         self.loss_update = distributed.wrap(LossOf(model))
@@ -187,6 +188,14 @@ class AutoencodingTraining:
         self.fixed_noise = state["fixed_noise"].to(self.device)
         self.distribution = CodeDistribution(state["code_mean"], state["code_covariance"])
 
+    def build_evaluator(self):
+        from common.metrics import Evaluator
+
+        return Evaluator(self.hyperparameters, self.device, self.test_set, self.train_set)
+
+    def measure(self, evaluator, include_inception: bool) -> dict[str, float]:
+        return measure_decoder(self.model, self.distribution, evaluator, include_inception)
+
     def finish(self, results: Path, epochs: int) -> None:
         torch.save(self.model.encoder.state_dict(), results / "encoder_end.pt")
         torch.save(self.model.decoder.state_dict(), results / "decoder_end.pt")
@@ -214,6 +223,17 @@ def train_autoencoder(
     )
     train_epochs(task, loader, hyperparameters, results, checkpoint)
     print(f"done: grids, plots and networks are in {results}")
+
+
+def measure_decoder(model: nn.Module, distribution: CodeDistribution, evaluator, include_inception: bool) -> dict[str, float]:
+    """Measure images decoded from codes of `distribution` with a common.metrics Evaluator, which seeds the noise."""
+
+    def generate(count: int) -> torch.Tensor:
+        noise = torch.randn(count, model.code_size, device=evaluator.device)
+        return model.decode(distribution.codes_from_noise(noise)) * 2 - 1  # the evaluator takes images in [-1, 1]
+
+    with evaluating(model):
+        return evaluator.evaluate(generate, include_inception)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, device: torch.device) -> tuple[dict[str, float], float]:
@@ -304,6 +324,11 @@ def sample_autoencoder(model_name: str, build_model: ModelBuilder, arguments, hy
     path = Path(arguments.checkpoint or results / "checkpoint.pt")
     model, distribution, checkpoint = load_trained_model(path, model_name, build_model)
     check_requested_sizes(path, checkpoint["hyperparameters"], arguments.overrides, hyperparameters)
+    if arguments.evaluate:
+        evaluate_checkpoint(path, checkpoint, hyperparameters, torch.device("cpu"), lambda evaluator: measure_decoder(model, distribution, evaluator, True))
+    if arguments.generate is None and not arguments.interpolate:
+        return
+
     seed = arguments.seed if arguments.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator().manual_seed(seed)
     folder = prepare_generated_folder(results)

@@ -3,6 +3,7 @@
     python3 <Model>.py [NAME=VALUE ...]                  train
     python3 <Model>.py --resume [NAME=VALUE ...]         continue the run saved in results_<DATASET_NAME>/checkpoint.pt
     python3 <Model>.py --generate N [--checkpoint PATH]  sample from a trained model instead
+    python3 <Model>.py --evaluate [--checkpoint PATH]    measure the quality of a trained model's samples
 """
 
 import argparse
@@ -46,9 +47,9 @@ def run_script(script_file: str, description: str, train: TrainFunction, sample:
         arguments = parser.parse_args()
         hyperparameters, _ = load_hyperparameters(hyperparameters_file, arguments.overrides)
         results = script.parent / f"results_{hyperparameters['DATASET_NAME']}"
-        if sample is not None and (arguments.generate is not None or arguments.interpolate):
+        if sample is not None and (arguments.generate is not None or arguments.interpolate or arguments.evaluate):
             if arguments.resume:
-                raise ConfigError("--resume applies only to training, not with --generate or --interpolate")
+                raise ConfigError("--resume applies only to training, not with --generate, --interpolate or --evaluate")
             sample(arguments, hyperparameters, results)
         else:
             if sample is not None:
@@ -141,10 +142,10 @@ def python_command() -> str:
 
 
 def reject_sampling_options(arguments: argparse.Namespace) -> None:
-    """Stop when a sampling option is given without --generate or --interpolate, rather than silently training."""
+    """Stop when a sampling option is given without --generate, --interpolate or --evaluate, rather than silently training."""
     for option in ("checkpoint", "seed", "label"):
         if getattr(arguments, option, None) is not None:
-            raise ConfigError(f"--{option} applies only with --generate or --interpolate")
+            raise ConfigError(f"--{option} applies only with --generate, --interpolate or --evaluate")
 
 
 def positive_int(text: str) -> int:
@@ -183,9 +184,10 @@ def build_parser(program: str, description: str, hyperparameters_file: Path, sam
         "give the same hyperparameters, except NB_EPOCH, which may grow",
     )
     if sampling:
-        group = parser.add_argument_group("sampling from a trained model (no training, no dataset needed)")
+        group = parser.add_argument_group("sampling from a trained model (no training; no dataset needed, except for --evaluate)")
         group.add_argument("--generate", type=positive_int, metavar="N", help="write a grid and N single PNG images into results_<DATASET_NAME>/generated/")
         group.add_argument("--interpolate", action="store_true", help="write a strip of images along a spherical path between two latent points")
+        group.add_argument("--evaluate", action="store_true", help="print the quality metrics of the checkpoint's model (see the README); reads its dataset")
         group.add_argument("--checkpoint", type=Path, metavar="PATH", help="checkpoint to load (default: results_<DATASET_NAME>/checkpoint.pt)")
         group.add_argument("--seed", type=int, metavar="S", help="seed of the latent samples, for repeatable output (default: a fresh one)")
         if conditional:

@@ -167,6 +167,8 @@ RULES = {
     "WEIGHTS_STD": POSITIVE_REAL,
     "KL_WEIGHT": (lambda value: _is_real(value) and value >= 0, "a number of at least 0"),
     "SEED": (lambda value: value is None or (_is_int(value) and value >= 0), "None or an integer of at least 0"),
+    "METRICS_SAMPLES": (lambda value: _is_int(value) and (value == 0 or value >= 4), "0 (no metrics) or an integer of at least 4"),
+    "METRICS_EVERY": (lambda value: _is_int(value) and value >= 0, "an integer of at least 0"),
     "DEVICE": (lambda value: isinstance(value, str) and value != "", 'a device name such as "auto", "cpu" or "cuda:0"'),
 }
 

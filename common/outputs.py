@@ -1,6 +1,7 @@
 """Results folder contents: sample grids, loss plots, metrics.csv and progress.gif."""
 
 import csv
+import os
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -90,11 +91,30 @@ def save_labelled_grid(images: torch.Tensor, path: Path, columns: int, row_names
 
 
 def append_metrics_row(path: Path, row: dict) -> None:
-    """Append one row to a CSV file, writing the header first when the file is new."""
-    is_new = not Path(path).exists() or Path(path).stat().st_size == 0
+    """Append one row to a CSV file, writing the header first when the file is new.
+
+    A row with columns the file lacks (the quality metrics, measured only in some epochs)
+    rewrites the file with the new columns added to the header, so that every row lines up.
+    """
+    path = Path(path)
+    fields = []
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, newline="", encoding="utf-8") as file:
+            fields = next(csv.reader(file), [])
+    new_fields = [name for name in row if name not in fields]
+    if fields and new_fields:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        fields += new_fields
+        temporary = path.with_name(f".{path.name}.tmp")
+        with open(temporary, "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, path)
     with open(path, "a", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=list(row))
-        if is_new:
+        writer = csv.DictWriter(file, fieldnames=fields or list(row), restval="")
+        if not fields:
             writer.writeheader()
         writer.writerow(row)
 

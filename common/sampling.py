@@ -36,12 +36,6 @@ def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, resu
         raise UserError(f"{path} does not fit the {model.name} generator its hyperparameters describe: {str(error).splitlines()[0]}") from None
     generator.to(device).eval()
 
-    seed = arguments.seed if arguments.seed is not None else random.SystemRandom().randrange(2**31)
-    latent_random = torch.Generator().manual_seed(seed)  # drawn on the CPU, so a seed gives the same images on any device
-    class_names = checkpoint["class_names"]
-    labels = select_labels(arguments, class_names) if model.conditional else None
-    output = prepare_generated_folder(results)
-
     def generate(latent: torch.Tensor, batch_labels: torch.Tensor | None) -> torch.Tensor:
         latent = latent.to(device)
         with torch.no_grad():
@@ -49,6 +43,19 @@ def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, resu
         return images.cpu()
 
     latent_size = checkpoint["hyperparameters"]["LATENT_INPUT"]
+    if arguments.evaluate:
+        from common.adversarial import measure_generator
+
+        evaluate_checkpoint(path, checkpoint, hyperparameters, device, lambda evaluator: measure_generator(generate, latent_size, model.conditional, evaluator, True))
+    if arguments.generate is None and not arguments.interpolate:
+        return
+
+    seed = arguments.seed if arguments.seed is not None else random.SystemRandom().randrange(2**31)
+    latent_random = torch.Generator().manual_seed(seed)  # drawn on the CPU, so a seed gives the same images on any device
+    class_names = checkpoint["class_names"]
+    labels = select_labels(arguments, class_names) if model.conditional else None
+    output = prepare_generated_folder(results)
+
     if arguments.generate is not None:
         count = arguments.generate
         latent = torch.randn(count, latent_size, generator=latent_random)
@@ -60,6 +67,28 @@ def sample_gan(model, arguments: argparse.Namespace, hyperparameters: dict, resu
         path_points = spherical_path(start, end, INTERPOLATION_STEPS)
         write_interpolation(generate, path_points, labels, class_names, output / "interpolation.png")
         print(f"wrote {output / 'interpolation.png'} (seed {seed})")
+
+
+def evaluate_checkpoint(path: Path, checkpoint: dict, hyperparameters: dict, device: torch.device, measure) -> None:
+    """Print the quality metrics of a checkpoint's model, measured by `measure(evaluator)` against its dataset.
+
+    The dataset and training images are the checkpoint's; METRICS_SAMPLES comes from the command
+    line or hyperparameters.py, so a quicker, rougher measurement is one override away.
+    """
+    from common.data import load_dataset
+    from common.metrics import Evaluator
+
+    samples = hyperparameters["METRICS_SAMPLES"]
+    if samples == 0:
+        raise ConfigError("--evaluate needs METRICS_SAMPLES above 0, such as METRICS_SAMPLES=10000")
+    trained = {**checkpoint["hyperparameters"], "METRICS_SAMPLES": samples}
+    train_set = load_dataset(trained, train=True)
+    limit = trained.get("MAX_TRAIN_IMAGES")
+    if limit is not None:
+        train_set = type(train_set)(train_set.images[:limit], train_set.labels[:limit], train_set.class_names)
+    evaluator = Evaluator(trained, device, load_dataset(trained, train=False), train_set)
+    values = measure(evaluator)
+    print(f"{path}, epoch {checkpoint.get('epoch', '?')}: {evaluator.describe(values)}")
 
 
 def load_model_checkpoint(path: Path, model_name: str) -> dict:

@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from common.data import BatchLoader
 from common.errors import ConfigError, UserError
 from common.outputs import append_metrics_row, prepare_results_folder, reporting_write_errors, save_loss_plot
 from common.runtime import seed_everything, select_device
+
+if TYPE_CHECKING:
+    from common.metrics import Evaluator
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # The keys every resumable checkpoint has, besides the task's own.
@@ -76,6 +79,12 @@ class TrainingTask(Protocol):
 
     def finish(self, results: Path, epochs: int) -> None:
         """Write the files of a finished run."""
+
+    def build_evaluator(self) -> "Evaluator":
+        """Return the quality-metrics evaluator of this run's dataset (common.metrics)."""
+
+    def measure(self, evaluator: "Evaluator", include_inception: bool) -> dict[str, float]:
+        """Measure samples of the model as it is now with `evaluator`."""
 
 
 def start_run(model_name: str, hyperparameters: dict, results: Path, resume: bool) -> tuple[dict, dict | None, torch.device]:
@@ -225,6 +234,7 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
 
     epochs = hyperparameters["NB_EPOCH"]
     main = distributed.is_main_process()
+    quality = QualityMetrics()
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         losses, first_batch = train_epoch(task, loader, epoch, epochs, results)
@@ -241,6 +251,8 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
             summary = task.end_epoch(epoch, {name: values[-1] for name, values in history["epoch"].items()}, first_batch, results)
             for name, value in summary.losses.items():
                 history["epoch"].setdefault(name, []).append(value)
+            if metrics_due(hyperparameters, epoch):
+                quality.measure(task, epoch, final=epoch == epochs, history=history, results=results, columns=summary.columns)
             save_loss_plot(history["epoch"], history["iteration"], results / "losses.png")
             append_metrics_row(results / "metrics.csv", {
                 "epoch": epoch,
@@ -263,6 +275,34 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
     if main:
         with reporting_write_errors(results):
             task.finish(results, epochs)
+
+
+def metrics_due(hyperparameters: dict, epoch: int) -> bool:
+    """Return True when the quality metrics are measured after `epoch`: every METRICS_EVERY epochs and after the last one."""
+    if hyperparameters["METRICS_SAMPLES"] == 0:
+        return False
+    every = hyperparameters["METRICS_EVERY"]
+    return epoch == hyperparameters["NB_EPOCH"] or (every > 0 and epoch % every == 0)
+
+
+class QualityMetrics:
+    """The quality metrics of a training run: the evaluator, built on first use, and metrics.png."""
+
+    def __init__(self):
+        self.evaluator = None
+
+    def measure(self, task: TrainingTask, epoch: int, final: bool, history: dict, results: Path, columns: dict[str, str]) -> None:
+        """Measure the task's samples, print one line, and add the values to `history`, `columns` and metrics.png."""
+        from common.metrics import save_metrics_plot
+
+        if self.evaluator is None:
+            self.evaluator = task.build_evaluator()
+        # The Inception FID takes minutes on a CPU, so only the last epoch computes it (when its weights are on disk).
+        values = task.measure(self.evaluator, include_inception=final)
+        tqdm.write(self.evaluator.describe(values))
+        history.setdefault("metrics", []).append({"epoch": epoch, **values})
+        columns.update({name: f"{value:.6g}" for name, value in values.items()})
+        save_metrics_plot(history["metrics"], self.evaluator.floor, results / "metrics.png", title=f"{task.name}, {self.evaluator.feature_label}")
 
 
 def train_epoch(task: TrainingTask, loader: BatchLoader, epoch: int, epochs: int, results: Path) -> tuple[torch.Tensor, torch.Tensor]:

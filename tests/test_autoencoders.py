@@ -189,7 +189,7 @@ class DivergingVAE(VAE):
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, mnist):
     hyperparameters_file = REPO_ROOT / "VAE" / "hyperparameters.py"
-    overrides = ["NB_EPOCH=3", "MAX_TRAIN_IMAGES=256", "MINIBATCH_SIZE=64", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "DEVICE=cpu"]
+    overrides = ["NB_EPOCH=3", "MAX_TRAIN_IMAGES=256", "MINIBATCH_SIZE=64", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "DEVICE=cpu", "METRICS_SAMPLES=0"]
     hyperparameters, _ = load_hyperparameters(hyperparameters_file, overrides)
 
     def build_model(values, image_channels):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.networks import Discriminator, Generator
 
-QUICK_RUN = ["NB_EPOCH=2", "MAX_TRAIN_IMAGES=640", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu"]
+QUICK_RUN = ["NB_EPOCH=2", "MAX_TRAIN_IMAGES=640", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu", "METRICS_SAMPLES=0"]
 
 
 def run(arguments, cwd):

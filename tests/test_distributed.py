@@ -19,7 +19,7 @@ from common.distributed import check_replicas_identical
 from common.networks import Generator
 from tests.conftest import run_script
 
-TINY_RUN = ["MAX_TRAIN_IMAGES=256", "MINIBATCH_SIZE=32", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "DEVICE=cpu", "SEED=3"]
+TINY_RUN = ["MAX_TRAIN_IMAGES=256", "MINIBATCH_SIZE=32", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "DEVICE=cpu", "SEED=3", "METRICS_SAMPLES=0"]
 
 
 def torchrun(script: Path, *arguments: str, processes: int = 2, environment: dict | None = None, **popen) -> subprocess.Popen:

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from common.data import load_images
 from conftest import run_script
 
-QUICK_RUN = ["NB_EPOCH=1", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu"]
+QUICK_RUN = ["NB_EPOCH=1", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu", "METRICS_SAMPLES=0"]
 COLOURS = [(220, 40, 40), (40, 160, 60), (50, 60, 210), (230, 200, 40)]
 
 

@@ -14,7 +14,7 @@ from common.sampling import spherical_path
 from conftest import run_script
 from LSGAN.models import score_loss as least_squares_loss
 
-QUICK_RUN = ["NB_EPOCH=1", "MAX_TRAIN_IMAGES=256", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu", "DATASET_NAME=MNIST"]
+QUICK_RUN = ["NB_EPOCH=1", "MAX_TRAIN_IMAGES=256", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu", "DATASET_NAME=MNIST", "METRICS_SAMPLES=0"]
 
 
 def test_least_squares_loss_known_values():

@@ -19,7 +19,7 @@ from common.training import load_resumable_checkpoint, start_run
 from tests.conftest import MODEL_FOLDERS, run_script
 
 # A tiny run: 3 iterations an epoch on real MNIST, small networks.
-TINY_RUN = ["MAX_TRAIN_IMAGES=96", "MINIBATCH_SIZE=32", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "DEVICE=cpu", "SEED=11"]
+TINY_RUN = ["MAX_TRAIN_IMAGES=96", "MINIBATCH_SIZE=32", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "DEVICE=cpu", "SEED=11", "METRICS_SAMPLES=0"]
 AUTOENCODER_RUN = ["MAX_TEST_IMAGES=64", "CODE_SIZE=4"]
 
 
