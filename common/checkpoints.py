@@ -39,6 +39,6 @@ def describe_load_error(error: Exception) -> str:
     """Describe why torch.load failed on a file, in a few words rather than torch's long advice."""
     if isinstance(error, FileNotFoundError):
         return "the file is missing"
-    if isinstance(error, OSError):
-        return error.strerror or type(error).__name__
+    if isinstance(error, (PermissionError, IsADirectoryError)):
+        return error.strerror
     return f"the file is damaged or not a checkpoint ({type(error).__name__})"

@@ -127,8 +127,11 @@ def interruption_message(arguments: list[str]) -> str:
     if not checkpoint:
         return "interrupted before an epoch finished, so no checkpoint was written"
     launcher = [python_command()]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"]
+    world_size, local_world_size = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if int(world_size) > 1:
+        # One machine: the usual --standalone launch. Several: the same command as before on each machine.
+        single_machine = ["--standalone"] if world_size == local_world_size else []
+        launcher = ["torchrun", *single_machine, f"--nproc_per_node={local_world_size}"]
     command = shlex.join([*launcher, sys.argv[0], "--resume", *(argument for argument in arguments if argument != "--resume")])
     return f"interrupted; {checkpoint} keeps the last finished epoch, {training.progress.epoch}; continue with: {command}"
 

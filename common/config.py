@@ -97,7 +97,7 @@ def _unknown_name_message(name: str, known: dict[str, Hyperparameter]) -> str:
     matches = difflib.get_close_matches(name.upper(), list(known), n=1, cutoff=0.5)
     if matches:
         message += f": did you mean {matches[0]}?"
-    return message + " Run with --help to list them."
+    return message + (" " if message.endswith("?") else ". ") + "Run with --help to list them."
 
 
 # Each rule is (check, what is allowed); a check gets the value and returns True when it is valid.

@@ -98,6 +98,12 @@ def report_failure(message: str) -> None:
         pass
 
 
+def report_finished() -> None:
+    """Record that this rank trained its last epoch, so that its exit is not taken for a failure."""
+    if dist.is_initialized():
+        store().set(f"generative-models/finished/{rank()}", "1")
+
+
 def failure_report() -> str | None:
     """Return the message of the rank that failed first, or a line naming the processes that are gone, or None."""
     try:
@@ -108,7 +114,7 @@ def failure_report() -> str | None:
         stopped_ranks = []
         for other in range(1, int(os.environ.get("WORLD_SIZE", "1"))):
             key = f"generative-models/pid/{other}"
-            if not client.check([key]):
+            if not client.check([key]) or client.check([f"generative-models/finished/{other}"]):
                 continue
             other_host, pid = client.get(key).decode().split()
             if other_host == host and not process_exists(int(pid)):

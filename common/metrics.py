@@ -76,7 +76,8 @@ def frechet_distance(real_features: torch.Tensor, fake_features: torch.Tensor) -
     ||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)), in squared feature units. torchmetrics
     1.9.0 sums the features in float64 and takes the trace of the square root from eigenvalues.
     """
-    metric = FrechetInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]))
+    # sync_on_compute=False: under torchrun only rank 0 measures, so the metric must not gather from the other ranks.
+    metric = FrechetInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]), sync_on_compute=False)
     metric.update(real_features, real=True)
     metric.update(fake_features, real=False)
     return metric.compute().item()
@@ -92,7 +93,9 @@ def kernel_inception_distance(real_features: torch.Tensor, fake_features: torch.
     subset_size = min(subset_size, len(real_features), len(fake_features))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")  # the features are already in memory
-        metric = KernelInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]), subsets=subsets, subset_size=subset_size)
+        metric = KernelInceptionDistance(
+            feature=PrecomputedFeatures(real_features.shape[1]), subsets=subsets, subset_size=subset_size, sync_on_compute=False
+        )
     metric.update(real_features, real=True)
     metric.update(fake_features, real=False)
     with seeded_random_state(METRICS_SEED):
@@ -209,7 +212,7 @@ class Evaluator:
             if len(image_set.images) <= NEIGHBOURHOOD_SIZE:
                 raise UserError(
                     f"the {self.dataset} {name} split has {len(image_set.images)} image(s), too few to measure samples "
-                    f"against: at least {NEIGHBOURHOOD_SIZE + 1} are needed; add images to the dataset"
+                    f"against: at least {NEIGHBOURHOOD_SIZE + 1} are needed; add images to the dataset, or set METRICS_SAMPLES=0"
                 )
         self.image_shape = tuple(test_set.images.shape[1:])
         self.class_names = list(test_set.class_names)
@@ -343,7 +346,7 @@ class Evaluator:
             parts.append(f"Inception FID {metrics['inception_fid']:.4g}")
         if "class_accuracy" in metrics:
             parts.append(f"class accuracy {metrics['class_accuracy']:.1%} (real images {metrics['real_class_accuracy']:.1%})")
-        return f"metrics on {self.feature_label}, {self.sample_count:,} samples: " + ", ".join(parts)
+        return f"metrics on {self.feature_label}, {self.sample_count:,} samples against {len(self.test_images):,} test images: " + ", ".join(parts)
 
     def report_setup(self) -> None:
         """Print the reference lines once, and once per process that the Inception FID is skipped."""

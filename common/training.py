@@ -272,6 +272,7 @@ def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict,
         progress.checkpoint, progress.epoch = results / CHECKPOINT_NAME, epoch
         tqdm.write(f"epoch {epoch}/{epochs}: {summary.text}, {seconds:.1f} s, {images_per_second:.0f} images/s")
 
+    distributed.report_finished()
     if main:
         with reporting_write_errors(results):
             task.finish(results, epochs)
@@ -290,13 +291,21 @@ class QualityMetrics:
 
     def __init__(self):
         self.evaluator = None
+        self.disabled = False
 
     def measure(self, task: TrainingTask, epoch: int, final: bool, history: dict, results: Path, columns: dict[str, str]) -> None:
         """Measure the task's samples, print one line, and add the values to `history`, `columns` and metrics.png."""
         from common.metrics import save_metrics_plot
 
+        if self.disabled:
+            return
         if self.evaluator is None:
-            self.evaluator = task.build_evaluator()
+            try:
+                self.evaluator = task.build_evaluator()
+            except UserError as error:  # a dataset too small to measure against must not stop the training
+                tqdm.write(f"warning: quality metrics skipped for this run: {error}")
+                self.disabled = True
+                return
         # The Inception FID takes minutes on a CPU, so only the last epoch computes it (when its weights are on disk).
         values = task.measure(self.evaluator, include_inception=final)
         tqdm.write(self.evaluator.describe(values))

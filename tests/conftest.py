@@ -110,3 +110,16 @@ def mnist_classifier(tmp_path_factory, mnist):
 def fashion_mnist_classifier(tmp_path_factory, fashion_mnist):
     """The Fashion-MNIST classifier, built once per session in a temporary folder with no cache file."""
     return build_classifier_in(tmp_path_factory.mktemp("classifiers"), "FASHIONMNIST", damaged_file=False)
+
+
+@pytest.fixture(scope="session")
+def installed_classifier(mnist_classifier):
+    """Put the session's MNIST classifier where the scripts look for it, unless one is there, to save a second build."""
+    from common.classifier import classifier_path
+    from data.fetch import DATA_ROOT
+
+    destination = classifier_path("MNIST", DATA_ROOT / "classifiers")
+    if not destination.exists():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(classifier_path("MNIST", mnist_classifier.folder), destination)
+    return destination

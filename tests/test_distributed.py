@@ -178,3 +178,14 @@ def test_failure_is_shared_through_the_store(monkeypatch):
     report_failure("the first error")
     report_failure("a later error")
     assert failure_report() == "rank 0: the first error"
+
+
+@pytest.mark.slow
+def test_metrics_under_torchrun(repository, installed_classifier):
+    script = repository / "DCGAN" / "DCGAN.py"
+    arguments = [argument for argument in TINY_RUN if not argument.startswith("METRICS_SAMPLES")]
+    stdout, _ = finish(torchrun(script, *arguments, "NB_EPOCH=2", "METRICS_SAMPLES=200", "METRICS_EVERY=1"))
+    assert stdout.count("metrics on MNIST classifier features, 200 samples") == 2
+    with open(script.parent / "results_MNIST" / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert all(float(row["frechet_distance"]) > 0 for row in rows)

@@ -1,25 +1,13 @@
 """Quality metrics measured by real training runs and by --evaluate, on a slice of real MNIST."""
 
 import csv
-import shutil
 
 import pytest
+from PIL import Image
 
-from common.classifier import classifier_path
-from data.fetch import DATA_ROOT
 from tests.conftest import run_script
 
 QUICK_RUN = ["MAX_TRAIN_IMAGES=640", "COMPLEXITY=8", "NB_IMAGE_TO_GENERATE=4", "DEVICE=cpu", "METRICS_SAMPLES=500"]
-
-
-@pytest.fixture(scope="module")
-def installed_classifier(mnist_classifier):
-    """Put the session's MNIST classifier where the scripts look for it, unless one is there, to save a second build."""
-    destination = classifier_path("MNIST", DATA_ROOT / "classifiers")
-    if not destination.exists():
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(classifier_path("MNIST", mnist_classifier.folder), destination)
-    return destination
 
 
 def read_rows(path):
@@ -71,3 +59,15 @@ def test_evaluate_without_samples_is_one_line(repository):
     run_script(script, *QUICK_RUN, "NB_EPOCH=1", "METRICS_SAMPLES=0", "MAX_TRAIN_IMAGES=128")
     result = run_script(script, "--evaluate", "METRICS_SAMPLES=0", expect_status=2)
     assert result.stderr == "DCGAN.py: error: --evaluate needs METRICS_SAMPLES above 0, such as METRICS_SAMPLES=10000\n"
+
+
+def test_folder_too_small_to_measure_still_trains(isolated_repository, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for index in range(12):
+        Image.new("RGB", (20, 20), (20 * index, 100, 200)).save(folder / f"{index}.png")
+    script = isolated_repository / "DCGAN" / "DCGAN.py"
+    result = run_script(script, "DATASET_NAME=FOLDER", f"DATASET_PATH={folder}", "NB_EPOCH=1", "COMPLEXITY=4", "NB_IMAGE_TO_GENERATE=2", "METRICS_SAMPLES=500")
+    assert "warning: quality metrics skipped for this run: the FOLDER test split has " in result.stdout
+    assert "or set METRICS_SAMPLES=0" in result.stdout
+    assert (script.parent / "results_FOLDER" / "checkpoint.pt").exists()
