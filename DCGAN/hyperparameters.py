@@ -32,3 +32,4 @@ FAKE_LABEL_SMOOTHING = False  # True draws fake targets uniformly from [0, 0.3] 
 NB_IMAGE_TO_GENERATE = 8  # sample grids are NB_IMAGE_TO_GENERATE x NB_IMAGE_TO_GENERATE images
 SEED = 0  # seed of every random generator; None picks a fresh one each run
 DEVICE = "auto"  # "auto" (CUDA, then Apple MPS, then CPU), or one device such as "cpu" or "cuda:1"
+PRECISION = "auto"  # "bf16" computes convolutions in bfloat16 (weights and losses stay fp32), "fp32" does not; "auto" picks bf16 where the CPU or GPU has bf16 hardware

@@ -26,3 +26,4 @@ KL_WEIGHT = 1.0  # weight of the KL term (beta); 1 is the plain VAE, whose loss 
 NB_IMAGE_TO_GENERATE = 8  # grids show NB_IMAGE_TO_GENERATE x NB_IMAGE_TO_GENERATE images
 SEED = 0  # seed of every random generator; None picks a fresh one each run
 DEVICE = "auto"  # "auto" (CUDA, then Apple MPS, then CPU), or one device such as "cpu" or "cuda:1"
+PRECISION = "auto"  # "bf16" computes convolutions in bfloat16 (weights and losses stay fp32), "fp32" does not; "auto" picks bf16 where the CPU or GPU has bf16 hardware

@@ -27,8 +27,8 @@ from common.outputs import append_metrics_row, prepare_results_folder, reporting
 from common.runtime import seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Hyperparameters that may differ between a run and its resumption: the length of the run and where it runs.
-RESUMABLE_CHANGES = ("NB_EPOCH", "DEVICE")
+# Hyperparameters that may differ between a run and its resumption: the length of the run, and where and in which precision it runs.
+RESUMABLE_CHANGES = ("NB_EPOCH", "DEVICE", "PRECISION")
 
 
 @dataclass
@@ -93,7 +93,7 @@ def load_resumable_checkpoint(path: Path, model_name: str) -> dict:
 
 
 def resumed_hyperparameters(path: Path, checkpoint: dict, current: dict) -> dict:
-    """Return the checkpoint's hyperparameters with the current NB_EPOCH and DEVICE.
+    """Return the checkpoint's hyperparameters with the current values of RESUMABLE_CHANGES.
 
     Any other current value that differs from the checkpoint's stops the run with one line
     naming each difference. A SEED of None matches the seed the run drew.
