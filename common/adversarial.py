@@ -14,6 +14,7 @@ from torch import nn
 from common.data import BatchLoader, ImageSet, load_dataset
 from common.errors import ConfigError
 from common.outputs import save_grid, save_labelled_grid, save_progress_gif
+from common.precision import Precision
 from common.runtime import select_device
 from common.training import EpochSummary, open_results_folder, start_run, train_epochs
 
@@ -39,11 +40,16 @@ class GANModel:
 
 
 class AdversarialTrainer:
-    """The two networks, their Adam optimizers and the discriminator and generator updates."""
+    """The two networks, their Adam optimizers and the discriminator and generator updates.
 
-    def __init__(self, model: GANModel, generator: nn.Module, discriminator: nn.Module, hyperparameters: dict, device: torch.device):
-        self.generator = generator.to(device)
-        self.discriminator = discriminator.to(device)
+    The updates run in `precision`, by default the resolved PRECISION (fp32 when the hyperparameters
+    have none). `generate` always runs in fp32, so the grids show what the saved fp32 weights produce.
+    """
+
+    def __init__(self, model: GANModel, generator: nn.Module, discriminator: nn.Module, hyperparameters: dict, device: torch.device, precision: Precision | None = None):
+        self.precision = precision or Precision.for_device(hyperparameters.get("PRECISION", "fp32"), device)
+        self.generator = self.precision.prepare_network(generator.to(device))
+        self.discriminator = self.precision.prepare_network(discriminator.to(device))
         self.score_loss = model.score_loss
         self.label_count = hyperparameters["NUMBER_LABELS"] if model.conditional else None
         self.device = device
@@ -84,10 +90,11 @@ class AdversarialTrainer:
         if self.label_count is None:
             real_labels = None
         fake_labels = self.sample_labels(count)
-        with torch.no_grad():
-            fake_images = self.run_generator(self.sample_latent(count), fake_labels)
-        real_scores = self.run_discriminator(real_images, real_labels)
-        fake_scores = self.run_discriminator(fake_images, fake_labels)
+        with self.precision.autocast():
+            with torch.no_grad():
+                fake_images = self.run_generator(self.sample_latent(count), fake_labels)
+            real_scores = self.run_discriminator(real_images, real_labels)
+            fake_scores = self.run_discriminator(fake_images, fake_labels)
         loss = self.score_loss(real_scores, self.targets(len(real_scores), real=True))
         loss = loss + self.score_loss(fake_scores, self.targets(len(fake_scores), real=False))
 
@@ -101,7 +108,8 @@ class AdversarialTrainer:
         # Gradients flow through the discriminator but its weights need none, which saves a third of its backward pass.
         self.discriminator.requires_grad_(False)
         labels = self.sample_labels(count)
-        scores = self.run_discriminator(self.run_generator(self.sample_latent(count), labels), labels)
+        with self.precision.autocast():
+            scores = self.run_discriminator(self.run_generator(self.sample_latent(count), labels), labels)
         loss = self.score_loss(scores, torch.ones_like(scores))
 
         self.generator_optimizer.zero_grad(set_to_none=True)
@@ -112,6 +120,7 @@ class AdversarialTrainer:
 
     def train_iteration(self, real_images: torch.Tensor, real_labels: torch.Tensor) -> torch.Tensor:
         """Run one iteration on a batch; return its mean discriminator and generator losses as a 2-element tensor."""
+        real_images = self.precision.prepare_images(real_images)
         discriminator_losses = [self.discriminator_step(real_images, real_labels) for _ in range(self.discriminator_steps)]
         generator_losses = [self.generator_step(len(real_images)) for _ in range(self.generator_steps)]
         return torch.stack([torch.stack(discriminator_losses).mean(), torch.stack(generator_losses).mean()])
@@ -223,7 +232,7 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     open_results_folder(results, hyperparameters_file, hyperparameters, checkpoint)
     action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
     print(
-        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {device}, "
+        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {device} in {trainer.precision.name}, "
         f"seed {hyperparameters['SEED']}, results in {results}"
     )
     train_epochs(GANTraining(model, trainer, grid, image_channels, train_set.class_names), loader, hyperparameters, results, checkpoint)
