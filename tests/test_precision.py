@@ -1,7 +1,9 @@
-"""PRECISION: its validation and resolution, bf16 training on the CPU, and channels-last."""
+"""PRECISION: its validation and resolution, bf16 training on the CPU, channels-last, and the speed benchmarks."""
 
 import csv
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -138,3 +140,37 @@ def test_resume_in_another_precision(repository):
     checkpoint = torch.load(script.parent / "results_MNIST" / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 2
     assert checkpoint["hyperparameters"]["PRECISION"] == "bf16"
+
+
+@pytest.mark.slow
+def test_benchmark_writes_its_table(tmp_path, mnist):
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\nnotes before\n\n<!-- train_speed.py table: begin -->\nold table\n<!-- train_speed.py table: end -->\n\nnotes after\n")
+    command = [
+        sys.executable, "benchmarks/train_speed.py", "--models", "DCGAN", "--sizes", "32", "--channels", "1",
+        "--steps", "2", "--repeats", "1", "--reference-workers", "0", "--output", str(output),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    text = output.read_text()
+    assert "old table" not in text
+    assert text.startswith("# Benchmarks\n\nnotes before\n\n<!-- train_speed.py table: begin -->\n")
+    assert text.endswith("<!-- train_speed.py table: end -->\n\nnotes after\n")
+    row = next(line for line in text.splitlines() if line.startswith("| DCGAN |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:3] == ["DCGAN", "32", "1"]
+    assert cells[3] in ("fp32", "bf16")
+    assert float(cells[4]) > 0  # project images per second
+    assert float(cells[5]) > 0  # reference images per second
+    assert float(cells[7]) > 0.01  # GFLOP per training image
+    assert "torch " + torch.__version__ in text
+    assert "DCGAN 32 px 1 ch: project" in result.stdout
+
+
+def test_benchmark_rejects_unknown_model(tmp_path):
+    command = [sys.executable, "benchmarks/train_speed.py", "--models", "GAN", "--output", str(tmp_path / "B.md")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "train_speed.py: error: invalid model 'GAN': expected some of DCGAN, LSGAN, CGAN, Autoencoder, VAE"
+    assert not (tmp_path / "B.md").exists()
