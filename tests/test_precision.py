@@ -174,3 +174,20 @@ def test_benchmark_rejects_unknown_model(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == "train_speed.py: error: invalid model 'GAN': expected some of DCGAN, LSGAN, CGAN, Autoencoder, VAE"
     assert not (tmp_path / "B.md").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_step_speed_without_cuda_is_one_line():
+    result = subprocess.run([sys.executable, "benchmarks/step_speed.py"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == "step_speed.py: error: CUDA is not available on this machine; run it on a machine with an NVIDIA GPU, or pass --device cpu\n"
+
+
+@pytest.mark.slow
+def test_step_speed_runs_on_cpu():
+    command = [sys.executable, "benchmarks/step_speed.py", "--device", "cpu", "--sizes", "32", "--steps", "1", "--repeats", "1", "--no-compile"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = [line[:30].rstrip() for line in result.stdout.splitlines()]
+    for variant in ("fp32", "fp32 channels-last", "bf16", "bf16 channels-last"):
+        assert variant in variants
