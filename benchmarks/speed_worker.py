@@ -48,6 +48,7 @@ class Side:
     data_root: str  # a data folder laid out as data/: MNIST/raw/, POKEMON/ and cache/
     precision: str = "auto"  # the project's PRECISION; the reference always runs fp32
     loader_workers: int = 0  # the reference's DataLoader num_workers
+    threads: int | None = None  # torch's intra-op threads; None keeps torch's default, one per core
 
 
 def load_script(model: str):
@@ -229,6 +230,8 @@ def reply(message: dict) -> None:
 def serve(side: Side) -> None:
     """Build the side, then reply to the parent's commands until it sends quit."""
     import_rss_mb = memory_mb("VmRSS")  # torch, torchvision and the project's modules, before any data or network
+    if side.threads is not None:
+        torch.set_num_threads(side.threads)
     torch.manual_seed(SEED)
     build = build_project_iteration if side.kind == "project" else build_reference_iteration
     iteration, precision = build(side)

@@ -57,12 +57,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=1.0, help="target length of one timed block of the slowest variant, in seconds (default: 1)")
     parser.add_argument("--steps", type=int, help="iterations per timed block, instead of sizing blocks by --seconds")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's default, one per core)")
     arguments = parser.parse_args(argv)
     for size in arguments.sizes:
         if size not in SHAPES:
             parser.error(f"invalid size {size}: expected 32 and/or 64")
     if arguments.repeats < 1 or (arguments.steps is not None and arguments.steps < 1) or arguments.seconds <= 0:
         parser.error("--repeats and --steps must be at least 1, and --seconds positive")
+    if arguments.threads is not None and arguments.threads < 1:
+        parser.error(f"invalid thread count {arguments.threads}: expected at least 1")
     return arguments
 
 
@@ -174,8 +177,10 @@ def print_table(size: int, measured: list[Variant]) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     device = select_device(arguments.device)
+    if arguments.threads is not None:
+        torch.set_num_threads(arguments.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"step_speed.py on {device} ({name}), torch {torch.__version__}")
+    print(f"step_speed.py on {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for size in arguments.sizes:
         print_table(size, measure_size(size, arguments, device))
     return 0

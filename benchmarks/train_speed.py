@@ -91,6 +91,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--reference-workers", nargs="+", type=int, metavar="N",
         help="DataLoader num_workers of the reference loops to run (default: 0 and 2, or 0 with --quick)",
     )
+    parser.add_argument(
+        "--threads", type=int,
+        help="torch threads of each side (default: torch's default, one per core); 1 makes ratios steadier on a machine shared with other jobs",
+    )
     parser.add_argument("--quick", action="store_true", help="each model at 32 px with 1 channel and at 64 px with 3 channels, shorter blocks and fewer repeats")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="the Markdown file whose table to write (default: BENCHMARKS.md)")
     arguments = parser.parse_args(argv)
@@ -128,6 +132,8 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
     for workers in arguments.reference_workers:
         if workers < 0:
             parser.error(f"invalid DataLoader worker count {workers}: expected 0 or more")
+    if arguments.threads is not None and arguments.threads < 1:
+        parser.error(f"invalid thread count {arguments.threads}: expected at least 1")
 
 
 def configurations(arguments: argparse.Namespace) -> list[Configuration]:
@@ -202,7 +208,7 @@ class Worker:
 
 def measure(configuration: Configuration, arguments: argparse.Namespace, data_root: Path) -> Result:
     """Run the project side and each reference side alternately and collect their rates, FLOPs and memory."""
-    common = dict(model=configuration.model, size=configuration.size, channels=configuration.channels, data_root=str(data_root))
+    common = dict(model=configuration.model, size=configuration.size, channels=configuration.channels, data_root=str(data_root), threads=arguments.threads)
     workers = [Worker("project", Side("project", precision=arguments.precision, **common))]
     for count in arguments.reference_workers:
         workers.append(Worker(f"reference workers={count}", Side("reference", loader_workers=count, **common)))
@@ -242,10 +248,12 @@ def default_batch_size(model: str) -> int:
     return read_hyperparameters(REPO_ROOT / model / "hyperparameters.py")["MINIBATCH_SIZE"].value
 
 
-def matmul_rates(seconds: float = 1.0, size: int = 2048) -> dict[str, float]:
-    """Return the best rate of size x size matrix products, in FLOP/s, in fp32 and bf16, each timed for about `seconds`."""
+def matmul_rates(threads: int | None, seconds: float = 1.0, size: int = 2048) -> dict[str, float]:
+    """Return the best rate of size x size matrix products on `threads` threads, in FLOP/s, in fp32 and bf16, each timed for about `seconds`."""
     import torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     rates = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         left, right = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
@@ -277,9 +285,10 @@ def table_rows(results: list[Result], peaks: dict[str, float], reference_workers
             median, low, high = ratio_summary(project, reference)
             row += [f"{statistics.median(reference):.0f}", f"{median:.2f} ({low:.2f}-{high:.2f})"]
         flops = result.flops_per_image["project"]
+        reference_flops = result.flops_per_image[f"reference workers={reference_workers[0]}"]
         achieved = flops * statistics.median(project)
         peak = peaks[result.precision]
-        row += [f"{flops / 1e9:.3f}", f"{achieved / 1e9:.1f}", f"{100 * achieved / peak:.0f}%"]
+        row += [f"{flops / 1e9:.3f}", f"{reference_flops / 1e9:.3f}", f"{achieved / 1e9:.1f}", f"{100 * achieved / peak:.0f}%"]
         row += [f"{result.peak_rss_mb['project']:.0f}", f"{result.peak_rss_mb[f'reference workers={reference_workers[0]}']:.0f}"]
         rows.append(row)
     return rows
@@ -289,7 +298,7 @@ def table_header(reference_workers: list[int]) -> list[str]:
     header = ["model", "px", "ch", "precision", "project img/s"]
     for count in reference_workers:
         header += [f"reference img/s (workers={count})", f"project / reference (workers={count})"]
-    header += ["GFLOP per image", "achieved GFLOP/s", "of peak", "peak RSS MB project", f"peak RSS MB reference (workers={reference_workers[0]})"]
+    header += ["GFLOP per image", "reference GFLOP per image", "achieved GFLOP/s", "of peak", "peak RSS MB project", f"peak RSS MB reference (workers={reference_workers[0]})"]
     return header
 
 
@@ -304,6 +313,10 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in [header, *rows])
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def cpu_model() -> str:
     """Return the CPU's model name from /proc/cpuinfo, or the platform module's processor name elsewhere."""
     try:
@@ -315,11 +328,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_lines(peaks: dict[str, float], load_before: tuple, load_after: tuple) -> list[str]:
+def machine_lines(peaks: dict[str, float], threads: int | None, load_before: tuple, load_after: tuple) -> list[str]:
     import torch
 
     return [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, Python {platform.python_version()}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} with {plural(threads or torch.get_num_threads(), 'thread')} per side, "
+        f"Python {platform.python_version()}",
         f"- matrix-multiply peak (2048 x 2048 torch.mm, best of 1 s): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
         f"- load average (1, 5, 15 min) before: {', '.join(f'{value:.2f}' for value in load_before)}; after: {', '.join(f'{value:.2f}' for value in load_after)}",
     ]
@@ -334,14 +348,15 @@ def report(results: list[Result], peaks: dict[str, float], arguments: argparse.N
         BEGIN_MARKER,
         f"Written by `{command}` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
         "",
-        *machine_lines(peaks, load_before, os.getloadavg()),
-        f"- {arguments.repeats} timed blocks per side, alternating; iterations per block: {iterations}",
+        *machine_lines(peaks, arguments.threads, load_before, os.getloadavg()),
+        f"- {plural(arguments.repeats, 'timed block')} per side, alternating; iterations per block: {iterations}",
         "",
         markdown_table(header, rows),
         "",
         "Ratios are the median over the repeats of project / reference images per second, with their range in brackets.",
-        "GFLOP per image counts one training iteration of the project's loop (forward and backward passes of every update)",
-        "divided by the batch size; `of peak` compares the achieved rate with the matrix-multiply rate of the precision used.",
+        "GFLOP per image counts one training iteration (forward and backward passes of every update) divided by the batch size;",
+        "the reference's count is higher for the GANs because its generator update also computes the discriminator's weight gradients.",
+        "`achieved` is the project's rate, and `of peak` compares it with the matrix-multiply rate of the precision used.",
         "Peak RSS is the high-water mark of each side's own process, DataLoader worker processes not included;",
         f"of it, the imports of torch, torchvision and the project took {import_memory(results)} before any data or network.",
         END_MARKER,
@@ -385,11 +400,11 @@ def run(argv: list[str]) -> None:
                 f"{references}; ratio {median:.2f} ({low:.2f}-{high:.2f}); {time.perf_counter() - started:.0f} s",
                 flush=True,
             )
-    peaks = matmul_rates()
+    peaks = matmul_rates(arguments.threads)
     section = report(results, peaks, arguments, argv, load_before)
     print()
     print(text_table(table_header(arguments.reference_workers), table_rows(results, peaks, arguments.reference_workers)))
-    print("\n".join(machine_lines(peaks, load_before, os.getloadavg())))
+    print("\n".join(machine_lines(peaks, arguments.threads, load_before, os.getloadavg())))
     try:
         write_report(arguments.output, section)
     except OSError as error:
