@@ -6,9 +6,8 @@ losses, sample grids and checkpoints stay fp32. The networks of this project ret
 outputs under autocast too (see common/networks.py and common/coders.py), so every loss is
 computed in fp32 from them.
 
-Networks and batches are also kept in channels-last memory format where the device's
-convolutions run faster that way: on the CPU (oneDNN) in both precisions, and on CUDA (cuDNN's
-tensor-core kernels) with bf16.
+Networks and batches are also kept in channels-last memory format: on the CPU in both
+precisions, where oneDNN's convolutions measured faster that way, and on CUDA with bf16.
 """
 
 from contextlib import nullcontext
@@ -72,7 +71,8 @@ class Precision:
         if name == "bf16" and not fast_bf16:
             print(f'warning: this {device.type} has no bf16 hardware, so PRECISION="bf16" runs emulated and usually slower than "fp32"')
         # On a 2-core AMD EPYC, benchmarks/step_speed.py --device cpu measured channels-last faster
-        # in fp32 and in bf16 (BENCHMARKS.md). On CUDA it is the layout of cuDNN's bf16 tensor-core kernels.
+        # in fp32 and in bf16 (BENCHMARKS.md).
+        # NOTE: the CUDA rule is untested here; benchmarks/step_speed.py measures it on a GPU.
         channels_last = device.type == "cpu" or (device.type == "cuda" and name == "bf16")
         return cls(name, device.type, channels_last)
 
