@@ -108,7 +108,10 @@ def summary_lines(finals: dict[str, dict[int, dict]], arguments: argparse.Namesp
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    arguments.output.mkdir(parents=True, exist_ok=True)
+    try:
+        arguments.output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"precision_quality.py: error: cannot create {arguments.output}: {error.strerror}; pass --output with a writable folder") from None
     finals: dict[str, dict[int, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="precision_quality_") as folder:
         repository = temporary_repository(Path(folder))
