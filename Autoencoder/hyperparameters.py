@@ -27,3 +27,4 @@ SEED = 0  # seed of every random generator; None picks a fresh one each run
 METRICS_SAMPLES = 10_000  # samples and test images compared by the quality metrics (see the README); 0 turns them off
 METRICS_EVERY = 0  # also measure every N epochs; 0 measures only after the last epoch
 DEVICE = "auto"  # "auto" (CUDA, then Apple MPS, then CPU), or one device such as "cpu" or "cuda:1"
+PRECISION = "auto"  # "bf16" computes convolutions in bfloat16 (weights and losses stay fp32), "fp32" does not; "auto" picks bf16 where the CPU or GPU has bf16 hardware

@@ -15,6 +15,7 @@ from common import distributed
 from common.data import BatchLoader, ImageSet, load_dataset
 from common.errors import ConfigError
 from common.outputs import save_grid, save_labelled_grid, save_progress_gif
+from common.precision import Precision
 from common.training import EpochSummary, describe_devices, open_results_folder, start_run, train_epochs
 
 # A score loss compares the discriminator's raw scores with per-sample targets and returns a scalar.
@@ -39,11 +40,16 @@ class GANModel:
 
 
 class AdversarialTrainer:
-    """The two networks, their Adam optimizers and the discriminator and generator updates."""
+    """The two networks, their Adam optimizers and the discriminator and generator updates.
 
-    def __init__(self, model: GANModel, generator: nn.Module, discriminator: nn.Module, hyperparameters: dict, device: torch.device):
-        self.generator = generator.to(device)
-        self.discriminator = discriminator.to(device)
+    The updates run in `precision`, by default the resolved PRECISION (fp32 when the hyperparameters
+    have none). `generate` always runs in fp32, so the grids show what the saved fp32 weights produce.
+    """
+
+    def __init__(self, model: GANModel, generator: nn.Module, discriminator: nn.Module, hyperparameters: dict, device: torch.device, precision: Precision | None = None):
+        self.precision = precision or Precision.for_device(hyperparameters.get("PRECISION", "fp32"), device)
+        self.generator = self.precision.prepare_network(generator.to(device))
+        self.discriminator = self.precision.prepare_network(discriminator.to(device))
         # The updates run through these; under torchrun they are DistributedDataParallel wrappers that average gradients.
         self.generator_update = distributed.wrap(self.generator)
         self.discriminator_update = distributed.wrap(self.discriminator)
@@ -86,10 +92,11 @@ class AdversarialTrainer:
         if self.label_count is None:
             real_labels = None
         fake_labels = self.sample_labels(count)
-        with torch.no_grad():
-            fake_images = self.run(self.generator, self.sample_latent(count), fake_labels)
-        real_scores = self.run(self.discriminator_update, real_images, real_labels)
-        fake_scores = self.run(self.discriminator_update, fake_images, fake_labels)
+        with self.precision.autocast():
+            with torch.no_grad():
+                fake_images = self.run(self.generator, self.sample_latent(count), fake_labels)
+            real_scores = self.run(self.discriminator_update, real_images, real_labels)
+            fake_scores = self.run(self.discriminator_update, fake_images, fake_labels)
         loss = self.score_loss(real_scores, self.targets(len(real_scores), real=True))
         loss = loss + self.score_loss(fake_scores, self.targets(len(fake_scores), real=False))
 
@@ -104,7 +111,8 @@ class AdversarialTrainer:
         # It runs unwrapped, because DistributedDataParallel expects a gradient for every weight it wraps.
         self.discriminator.requires_grad_(False)
         labels = self.sample_labels(count)
-        scores = self.run(self.discriminator, self.run(self.generator_update, self.sample_latent(count), labels), labels)
+        with self.precision.autocast():
+            scores = self.run(self.discriminator, self.run(self.generator_update, self.sample_latent(count), labels), labels)
         loss = self.score_loss(scores, torch.ones_like(scores))
 
         self.generator_optimizer.zero_grad(set_to_none=True)
@@ -115,6 +123,7 @@ class AdversarialTrainer:
 
     def train_iteration(self, real_images: torch.Tensor, real_labels: torch.Tensor) -> torch.Tensor:
         """Run one iteration on a batch; return its mean discriminator and generator losses as a 2-element tensor."""
+        real_images = self.precision.prepare_images(real_images)
         discriminator_losses = [self.discriminator_step(real_images, real_labels) for _ in range(self.discriminator_steps)]
         generator_losses = [self.generator_step(len(real_images)) for _ in range(self.generator_steps)]
         return torch.stack([torch.stack(discriminator_losses).mean(), torch.stack(generator_losses).mean()])
@@ -236,7 +245,7 @@ def train_gan(model: GANModel, hyperparameters: dict, hyperparameters_file: Path
     open_results_folder(results, hyperparameters_file, hyperparameters, checkpoint)
     action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
     print(
-        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {describe_devices(device)}, "
+        f"{model.name}: {action} on {len(train_set.images)} {hyperparameters['DATASET_NAME']} images on {describe_devices(device)} in {trainer.precision.name}, "
         f"seed {hyperparameters['SEED']}, results in {results}"
     )
     train_epochs(GANTraining(model, trainer, grid, hyperparameters, train_set), loader, hyperparameters, results, checkpoint)

@@ -15,7 +15,7 @@ likelihood is defined only there: `to_unit_range` converts the loader's [-1, 1] 
 import math
 import random
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from common.data import BatchLoader, ImageSet, load_dataset, to_signed_float
 from common.errors import UserError
 from common.networks import initialise_weights
 from common.outputs import save_grid, save_progress_gif
+from common.precision import Precision
 from common.sampling import check_requested_sizes, evaluate_checkpoint, load_model_checkpoint, prepare_generated_folder, spherical_path
 from common.training import EpochSummary, describe_devices, open_results_folder, start_run, train_epochs
 
@@ -133,15 +134,19 @@ class AutoencodingTraining:
     With `fit_code_distribution`, generated images decode codes drawn from a Gaussian fitted to
     the training codes at each epoch's end, because a plain autoencoder's codes follow no set
     prior. Without it they decode codes drawn from N(0, I), the VAE's prior.
+
+    Training and test losses are computed in the resolved PRECISION (fp32 when the hyperparameters
+    have none). The fitted Gaussian and the grids are computed in fp32.
     """
 
     def __init__(self, name: str, model: nn.Module, hyperparameters: dict, train_set: ImageSet, test_set: ImageSet, device: torch.device, fit_code_distribution: bool):
         self.name = name
-        self.model = model
+        self.precision = Precision.for_device(hyperparameters.get("PRECISION", "fp32"), device)
+        self.model = self.precision.prepare_network(model)
         self.hyperparameters = hyperparameters
         self.networks = {"model": model}
         # The loss runs through this; under torchrun it is a DistributedDataParallel wrapper that averages gradients.
-        self.loss_update = distributed.wrap(LossOf(model))
+        self.loss_update = distributed.wrap(LossOf(self.model))
         self.loss_names = [f"train {name}" for name in model.loss_names]
         self.optimizer = torch.optim.Adam(model.parameters(), lr=hyperparameters["LEARNING_RATE"])
         self.train_set, self.test_set = train_set, test_set
@@ -153,14 +158,15 @@ class AutoencodingTraining:
         self.distribution = CodeDistribution.standard(model.code_size)
 
     def train_iteration(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        losses = self.loss_update(to_unit_range(images))
+        with self.precision.autocast():
+            losses = self.loss_update(to_unit_range(self.precision.prepare_images(images)))
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizer.step()
         return torch.stack([losses[name].detach() for name in self.model.loss_names])
 
     def end_epoch(self, epoch: int, mean_losses: dict[str, float], first_batch: torch.Tensor, results: Path) -> EpochSummary:
-        test_losses, test_mse = evaluate(self.model, self.test_set.images, self.device)
+        test_losses, test_mse = evaluate(self.model, self.test_set.images, self.device, self.precision)
         if self.fit_code_distribution:
             self.distribution = fit_distribution(self.model, self.train_set.images[:MAX_FITTING_IMAGES], self.device)
         save_epoch_grids(self.model, self.test_batch, self.distribution, self.fixed_noise, results, epoch, self.columns)
@@ -219,7 +225,7 @@ def train_autoencoder(
     action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
     print(
         f"{model_name}: {action} on {len(train_set.images)} training and {len(test_set.images)} test {hyperparameters['DATASET_NAME']} images "
-        f"on {describe_devices(device)}, seed {hyperparameters['SEED']}, results in {results}"
+        f"on {describe_devices(device)} in {task.precision.name}, seed {hyperparameters['SEED']}, results in {results}"
     )
     train_epochs(task, loader, hyperparameters, results, checkpoint)
     print(f"done: grids, plots and networks are in {results}")
@@ -236,14 +242,16 @@ def measure_decoder(model: nn.Module, distribution: CodeDistribution, evaluator,
         return evaluator.evaluate(generate, include_inception)
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, device: torch.device) -> tuple[dict[str, float], float]:
+def evaluate(model: nn.Module, images: torch.Tensor, device: torch.device, precision: Precision | None = None) -> tuple[dict[str, float], float]:
     """Return the mean of each loss over the uint8 `images`, and the mean squared error per pixel of their reconstructions.
 
     The reconstruction of an image decodes its deterministic code (the VAE's posterior mean), as the decoded grids show.
+    The forward passes run in `precision` (fp32 when None).
     """
     totals = {}
     squared_error = 0.0
-    with evaluating(model):
+    autocast = precision.autocast if precision is not None else nullcontext
+    with evaluating(model), autocast():
         for chunk in images.split(EVALUATION_BATCH_SIZE):
             batch = unit_images(chunk, device)
             for name, value in model.losses(batch).items():

@@ -35,7 +35,8 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images).flatten(1)
+        # .float() returns fp32 codes under bf16 autocast too, so that the KL term and the sampling run in fp32
+        return self.layers(images).flatten(1).float()
 
 
 class Decoder(nn.Module):
@@ -59,4 +60,5 @@ class Decoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.layers(codes.view(codes.shape[0], -1, 1, 1))
+        # .float() returns fp32 logits under bf16 autocast too, so that the losses are computed in fp32
+        return self.layers(codes.view(codes.shape[0], -1, 1, 1)).float()

@@ -17,6 +17,7 @@ from common.errors import ConfigError
 
 DATASET_NAMES = ("MNIST", "FASHIONMNIST", "PAINTINGS", "POKEMON", "FOLDER")
 RESIZE_POLICIES = ("auto", "crop", "pad")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -170,16 +171,18 @@ RULES = {
     "METRICS_SAMPLES": (lambda value: _is_int(value) and (value == 0 or value >= 4), "0 (no metrics) or an integer of at least 4"),
     "METRICS_EVERY": (lambda value: _is_int(value) and value >= 0, "an integer of at least 0"),
     "DEVICE": (lambda value: isinstance(value, str) and value != "", 'a device name such as "auto", "cpu" or "cuda:0"'),
+    "PRECISION": (lambda value: value in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
 }
 
 
 def validate(values: dict[str, object]) -> dict[str, object]:
-    """Check every value against its rule; return the values with names normalised (DATASET_NAME in upper case, RESIZE_POLICY in lower case)."""
+    """Check every value against its rule; return the values with names normalised (DATASET_NAME in upper case, RESIZE_POLICY and PRECISION in lower case)."""
     values = dict(values)
     if isinstance(values.get("DATASET_NAME"), str):
         values["DATASET_NAME"] = values["DATASET_NAME"].upper()
-    if isinstance(values.get("RESIZE_POLICY"), str):
-        values["RESIZE_POLICY"] = values["RESIZE_POLICY"].lower()
+    for name in ("RESIZE_POLICY", "PRECISION"):
+        if isinstance(values.get(name), str):
+            values[name] = values[name].lower()
 
     for name, value in values.items():
         if name not in RULES:

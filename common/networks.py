@@ -45,7 +45,8 @@ class Generator(nn.Module):
         return block
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.layers(latent.view(latent.shape[0], -1, 1, 1))
+        # .float() returns fp32 images under bf16 autocast too, so that losses and grids see fp32 (a no-op in fp32)
+        return self.layers(latent.view(latent.shape[0], -1, 1, 1)).float()
 
 
 class Discriminator(nn.Module):
@@ -72,7 +73,8 @@ class Discriminator(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(pack(images, self.packing)).view(-1)
+        # .float() returns fp32 scores under bf16 autocast too, so that the losses are computed in fp32
+        return self.layers(pack(images, self.packing)).view(-1).float()
 
 
 def pack(images: torch.Tensor, packing: int) -> torch.Tensor:

@@ -46,8 +46,8 @@ class Progress:
 
 # Read by common.cli, which must not import torch to print its interruption message.
 progress = Progress()
-# Hyperparameters that may differ between a run and its resumption: the length of the run and where it runs.
-RESUMABLE_CHANGES = ("NB_EPOCH", "DEVICE")
+# Hyperparameters that may differ between a run and its resumption: the length of the run, and where and in which precision it runs.
+RESUMABLE_CHANGES = ("NB_EPOCH", "DEVICE", "PRECISION")
 
 
 @dataclass
@@ -150,7 +150,7 @@ def earlier_runs_hint(results: Path) -> str:
 
 
 def resumed_hyperparameters(path: Path, checkpoint: dict, current: dict) -> dict:
-    """Return the checkpoint's hyperparameters with the current NB_EPOCH and DEVICE.
+    """Return the checkpoint's hyperparameters with the current values of RESUMABLE_CHANGES.
 
     Any other current value that differs from the checkpoint's stops the run with one line
     naming each difference. A SEED of None matches the seed the run drew.
