@@ -106,17 +106,22 @@ def append_metrics_row(path: Path, row: dict) -> None:
         with open(path, newline="", encoding="utf-8") as file:
             rows = list(csv.DictReader(file))
         fields += new_fields
-        temporary = path.with_name(f".{path.name}.tmp")
-        with open(temporary, "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temporary, path)
+        rewrite_csv(path, fields, rows)
     with open(path, "a", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=fields or list(row), restval="")
         if not fields:
             writer.writeheader()
         writer.writerow(row)
+
+
+def rewrite_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Replace a CSV file with `rows` under the header `fields`, through a temporary file renamed over it."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
 
 
 def save_loss_plot(epoch_losses: dict[str, list[float]], iteration_losses: dict[str, list[float]], path: Path) -> None:

@@ -8,7 +8,6 @@ exactly as the uninterrupted run would have.
 """
 
 import csv
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from common.checkpoints import describe_load_error, load_checkpoint, save_atomic
 from common.config import write_hyperparameters
 from common.data import BatchLoader
 from common.errors import ConfigError, UserError
-from common.outputs import append_metrics_row, prepare_results_folder, reporting_write_errors, save_loss_plot
+from common.outputs import append_metrics_row, prepare_results_folder, reporting_write_errors, rewrite_csv, save_loss_plot
 from common.runtime import seed_everything, select_device
 
 if TYPE_CHECKING:
@@ -208,12 +207,7 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
     if not fields or "epoch" not in fields:  # empty or not a metrics file: the resumed run starts a new one
         path.unlink()
         return
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    rewrite_csv(path, fields, rows)
 
 
 def train_epochs(task: TrainingTask, loader: BatchLoader, hyperparameters: dict, results: Path, checkpoint: dict | None) -> None:
