@@ -175,7 +175,7 @@ def test_changed_hyperparameter_is_one_line(repository):
     assert "COMPLEXITY=8 (the run has 4)" in result.stderr
 
 
-def test_sigkill_during_a_large_write_keeps_the_previous_checkpoint(tmp_path):
+def test_sigkill_mid_write_keeps_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     writer = textwrap.dedent(f"""
         import sys, torch
@@ -203,7 +203,7 @@ def test_sigkill_during_a_large_write_keeps_the_previous_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_early_interruption_names_no_earlier_checkpoint(repository):
+def test_early_interruption_names_no_checkpoint(repository):
     script = repository / "DCGAN" / "DCGAN.py"
     run_script(script, *TINY_RUN, "NB_EPOCH=1")  # an earlier run, with a checkpoint
     process = subprocess.Popen(
