@@ -2,8 +2,8 @@
 
 Usage, from the repository root:
 
-    .venv/bin/python benchmarks/train_speed.py            # every model at 32 and 64 px, 1 and 3 channels (about 10 minutes on 2 cores)
-    .venv/bin/python benchmarks/train_speed.py --quick    # each model at 32 px 1 channel and 64 px 3 channels, fewer repeats
+    .venv/bin/python benchmarks/train_speed.py            # every model at 32 and 64 px, 1 and 3 channels: about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/train_speed.py --quick    # fewer repeats, each model at 32 px grey and 64 px colour
     .venv/bin/python benchmarks/train_speed.py --models DCGAN --sizes 32 --channels 1
 
 For each model, image size and channel count (1: MNIST digits, 3: Pokemon sprites), with the
@@ -49,7 +49,7 @@ MODELS = GAN_MODELS + AUTOENCODING_MODELS
 BEGIN_MARKER = "<!-- train_speed.py table: begin -->"
 END_MARKER = "<!-- train_speed.py table: end -->"
 WARMUP_ITERATIONS = 3  # untimed iterations per side before the first repeat: allocator, oneDNN kernel choice, DataLoader start
-WORKER_TIMEOUT_SECONDS = 600  # the longest a side may take to reply to one command
+WORKER_TIMEOUT_SECONDS = 600  # maximum time a side may take to reply to one command
 
 
 class BenchmarkError(Exception):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from common import distributed
-from common.data import BatchLoader, ImageSet, load_dataset
+from common.data import BatchLoader, ImageSet, load_dataset, load_training_set
 from common.errors import ConfigError
 from common.outputs import save_grid, save_labelled_grid, save_progress_gif
 from common.precision import Precision
@@ -275,12 +275,3 @@ def check_labels(model: GANModel, train_set: ImageSet, hyperparameters: dict) ->
             f"invalid hyperparameter NUMBER_LABELS={hyperparameters['NUMBER_LABELS']}: "
             f"{hyperparameters['DATASET_NAME']} has {len(train_set.class_names)} classes, so set NUMBER_LABELS={len(train_set.class_names)}"
         )
-
-
-def load_training_set(hyperparameters: dict) -> ImageSet:
-    """Load the training images at the requested size and channels, keeping the first MAX_TRAIN_IMAGES."""
-    train_set = load_dataset(hyperparameters, train=True)
-    limit = hyperparameters["MAX_TRAIN_IMAGES"]
-    if limit is not None:
-        train_set = ImageSet(train_set.images[:limit], train_set.labels[:limit], train_set.class_names)
-    return train_set

@@ -25,7 +25,7 @@ from torch.distributions import MultivariateNormal
 from torchvision.transforms.functional import to_pil_image
 
 from common import distributed
-from common.data import BatchLoader, ImageSet, load_dataset, to_signed_float
+from common.data import BatchLoader, ImageSet, first_images, load_dataset, load_training_set, to_signed_float
 from common.errors import UserError
 from common.networks import initialise_weights
 from common.outputs import save_grid, save_progress_gif
@@ -105,16 +105,9 @@ class CodeDistribution:
 
 def load_datasets(hyperparameters: dict) -> tuple[ImageSet, ImageSet]:
     """Load the first MAX_TRAIN_IMAGES training images and the first MAX_TEST_IMAGES held-out test images."""
-    train_set = first_images(load_dataset(hyperparameters, train=True), hyperparameters["MAX_TRAIN_IMAGES"])
+    train_set = load_training_set(hyperparameters)
     test_set = first_images(load_dataset(hyperparameters, train=False), hyperparameters["MAX_TEST_IMAGES"])
     return train_set, test_set
-
-
-def first_images(image_set: ImageSet, limit: int | None) -> ImageSet:
-    """Return the first `limit` images of `image_set`, or all of them when `limit` is None."""
-    if limit is None:
-        return image_set
-    return ImageSet(image_set.images[:limit], image_set.labels[:limit], image_set.class_names)
 
 
 class LossOf(nn.Module):

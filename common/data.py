@@ -99,6 +99,18 @@ def load_images(
     return image_set
 
 
+def first_images(image_set: ImageSet, limit: int | None) -> ImageSet:
+    """Return the first `limit` images of `image_set`, or all of them when `limit` is None."""
+    if limit is None:
+        return image_set
+    return ImageSet(image_set.images[:limit], image_set.labels[:limit], image_set.class_names)
+
+
+def load_training_set(hyperparameters: dict) -> ImageSet:
+    """Load the training images at the requested size and channels, keeping the first MAX_TRAIN_IMAGES."""
+    return first_images(load_dataset(hyperparameters, train=True), hyperparameters["MAX_TRAIN_IMAGES"])
+
+
 def load_folder_dataset(name: str, image_size: int, channels: int, train: bool, root: Path, folder: str | Path | None, resize_policy: str, background_color: str | tuple) -> ImageSet:
     """Load POKEMON (fetched when its folder has no image), PAINTINGS or a FOLDER of the user's images."""
     from common.folders import load_folder_images, safe_name  # common.folders imports this module

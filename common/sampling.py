@@ -75,18 +75,14 @@ def evaluate_checkpoint(path: Path, checkpoint: dict, hyperparameters: dict, dev
     The dataset and training images are the checkpoint's; METRICS_SAMPLES comes from the command
     line or hyperparameters.py, so a quicker, rougher measurement is one override away.
     """
-    from common.data import load_dataset
+    from common.data import load_dataset, load_training_set
     from common.metrics import Evaluator
 
     samples = hyperparameters["METRICS_SAMPLES"]
     if samples == 0:
         raise ConfigError("--evaluate needs METRICS_SAMPLES above 0, such as METRICS_SAMPLES=10000")
     trained = {**checkpoint["hyperparameters"], "METRICS_SAMPLES": samples}
-    train_set = load_dataset(trained, train=True)
-    limit = trained.get("MAX_TRAIN_IMAGES")
-    if limit is not None:
-        train_set = type(train_set)(train_set.images[:limit], train_set.labels[:limit], train_set.class_names)
-    evaluator = Evaluator(trained, device, load_dataset(trained, train=False), train_set)
+    evaluator = Evaluator(trained, device, load_dataset(trained, train=False), load_training_set(trained))
     values = measure(evaluator)
     print(f"{path}, epoch {checkpoint.get('epoch', '?')}: {evaluator.describe(values)}")
 
